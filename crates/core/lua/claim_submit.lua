@@ -1,0 +1,23 @@
+-- claim_submit: a submitter takes a queued task (queued -> submitting) and starts a new attempt.
+-- KEYS[1] task hash, KEYS[2] batch hash, KEYS[3] batch events stream
+-- ARGV[1] now (ms), ARGV[2] lease (ms)
+-- Returns {'ok', attempt, model, spec, chain_first_frame} or {'skip', current status} (or {'skip', 'missing'}).
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  return { 'skip', 'missing' }
+end
+if status ~= 'queued' then
+  return { 'skip', status }
+end
+local now = tonumber(ARGV[1])
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'submitting', 'lease_until', now + tonumber(ARGV[2]), 'updated_at', now)
+redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
+redis.call('HINCRBY', KEYS[2], 'n_running', 1)
+emit_task(KEYS[3], KEYS[1])
+if redis.call('HGET', KEYS[2], 'status') == 'queued' then
+  redis.call('HSET', KEYS[2], 'status', 'in_progress')
+  emit_batch(KEYS[3], KEYS[2])
+end
+local t = redis.call('HMGET', KEYS[1], 'model', 'spec', 'chain_first_frame')
+return { 'ok', attempt, t[1], t[2], t[3] or '' }

@@ -1,0 +1,30 @@
+-- Shared helpers, prepended to every Gantry script at load time (see store/scripts.rs).
+
+-- Appends an event for the live progress stream of one batch (SSE), capped to the newest entries.
+local function emit(events_key, event_type, payload)
+  redis.call('XADD', events_key, 'MAXLEN', '~', 2000, '*', 'type', event_type, 'data', cjson.encode(payload))
+end
+
+local function counts_of(batch_key)
+  local c = redis.call('HMGET', batch_key, 'total', 'n_queued', 'n_running', 'n_succeeded', 'n_failed', 'n_cancelled')
+  return {
+    total = tonumber(c[1]) or 0, queued = tonumber(c[2]) or 0, running = tonumber(c[3]) or 0,
+    succeeded = tonumber(c[4]) or 0, failed = tonumber(c[5]) or 0, cancelled = tonumber(c[6]) or 0,
+  }
+end
+
+local function emit_batch(events_key, batch_key)
+  local b = redis.call('HMGET', batch_key, 'id', 'status')
+  emit(events_key, 'batch.updated', { id = b[1], status = b[2], request_counts = counts_of(batch_key) })
+end
+
+local function emit_task(events_key, task_key)
+  local t = redis.call('HMGET', task_key, 'id', 'index', 'status', 'progress', 'attempts')
+  emit(events_key, 'task.updated', {
+    id = t[1], index = tonumber(t[2]), status = t[3], progress = tonumber(t[4]) or 0, attempts = tonumber(t[5]) or 0,
+  })
+end
+
+local function is_terminal(status)
+  return status == 'succeeded' or status == 'failed' or status == 'cancelled'
+end

@@ -1,0 +1,20 @@
+-- reserve: freezes a batch's whole cost on its tenant (balance -> frozen), once per batch id, and lists the batch
+-- under the tenant.
+-- KEYS[1] tenant hash, KEYS[2] reservations hash (batch id -> amount), KEYS[3] ledger stream, KEYS[4] tenant's
+-- batch index (zset scored by creation ms)
+-- ARGV[1] batch id, ARGV[2] amount, ARGV[3] now (ms)
+-- Returns {1, balance} when reserved (or already reserved), {0, balance} when the balance is short.
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  return { 1, tonumber(redis.call('HGET', KEYS[1], 'balance')) }
+end
+local amount = tonumber(ARGV[2])
+local balance = tonumber(redis.call('HGET', KEYS[1], 'balance') or '0')
+if balance < amount then
+  return { 0, balance }
+end
+balance = redis.call('HINCRBY', KEYS[1], 'balance', -amount)
+redis.call('HINCRBY', KEYS[1], 'frozen', amount)
+redis.call('HSET', KEYS[2], ARGV[1], amount)
+redis.call('XADD', KEYS[3], '*', 'kind', 'freeze', 'amount', amount, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])
+redis.call('ZADD', KEYS[4], tonumber(ARGV[3]), ARGV[1])
+return { 1, balance }

@@ -1,0 +1,28 @@
+-- settle: turns a batch's reservation into a charge and a refund, exactly once per batch id.
+-- KEYS[1] tenant hash, KEYS[2] reservations hash, KEYS[3] ledger stream, KEYS[4] settlements hash (batch id -> "charged:refunded")
+-- ARGV[1] batch id, ARGV[2] amount to charge, ARGV[3] now (ms)
+-- Returns {1, charged, refunded} when settled now, {0, charged, refunded} when it had been settled before,
+-- {-1} when there is no reservation for the batch.
+local done = redis.call('HGET', KEYS[4], ARGV[1])
+if done then
+  local charged, refunded = string.match(done, '^(%d+):(%d+)$')
+  return { 0, tonumber(charged), tonumber(refunded) }
+end
+local reserved = redis.call('HGET', KEYS[2], ARGV[1])
+if not reserved then
+  return { -1 }
+end
+reserved = tonumber(reserved)
+local charge = tonumber(ARGV[2])
+if charge > reserved then
+  return redis.error_reply('charge exceeds the reservation')
+end
+local refund = reserved - charge
+redis.call('HINCRBY', KEYS[1], 'frozen', -reserved)
+redis.call('HINCRBY', KEYS[1], 'charged', charge)
+local balance = redis.call('HINCRBY', KEYS[1], 'balance', refund)
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], charge .. ':' .. refund)
+redis.call('XADD', KEYS[3], '*', 'kind', 'charge', 'amount', charge, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])
+redis.call('XADD', KEYS[3], '*', 'kind', 'refund', 'amount', refund, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])
+return { 1, charge, refund }

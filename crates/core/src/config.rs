@@ -1,0 +1,324 @@
+//! Gantry's configuration: one typed struct, loaded in layers (built-in defaults, an optional file, then
+//! `GANTRY__SECTION__KEY` environment variables) and validated once at start-up.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use gantry_provider::Model;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The defaults, compiled in; every key is documented there.
+pub const DEFAULTS: &str = include_str!("../config.default.toml");
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// A secret value: usable through [`Secret::expose`], never printed (Debug and Serialize redact it).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(SecretString::from(value.into()))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Config {
+    pub redis: RedisConfig,
+    pub gateway: GatewayConfig,
+    pub submitter: SubmitterConfig,
+    pub poller: PollerConfig,
+    pub settlement: SettlementConfig,
+    pub provider: ProviderConfig,
+    pub sim: SimSection,
+    pub prices: Prices,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RedisConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
+    pub key_prefix: String,
+    pub partitions: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<Secret>,
+    pub max_tasks_per_batch: usize,
+    pub max_body_bytes: usize,
+    pub sse_keepalive_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SubmitterConfig {
+    pub concurrency: usize,
+    pub read_count: usize,
+    pub block_ms: u64,
+    pub lease_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PollerConfig {
+    pub concurrency: usize,
+    pub first_poll_delay_ms: u64,
+    pub interval_ms: u64,
+    pub claim_lease_ms: u64,
+    pub idle_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SettlementConfig {
+    pub block_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ProviderConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_base_url: Option<String>,
+    pub grsai: GrsaiSection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct GrsaiSection {
+    pub base_url: String,
+    pub api_key: Secret,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SimSection {
+    pub listen: SocketAddr,
+    pub api_key: Secret,
+    pub task_duration_ms: u64,
+    pub duration_jitter_ms: u64,
+}
+
+/// The price list, in credits.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Prices {
+    pub sora2_per_second: u64,
+    pub veo31_fast: u64,
+    pub veo31_pro: u64,
+}
+
+impl Prices {
+    /// The cost of one task of `model`; `duration` matters for Sora only.
+    pub fn cost(&self, model: Model, duration: Option<u32>) -> u64 {
+        match model {
+            Model::Sora2 => self.sora2_per_second * u64::from(duration.unwrap_or(0)),
+            Model::Veo31Fast => self.veo31_fast,
+            Model::Veo31Pro => self.veo31_pro,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then `GANTRY__*` variables from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("GANTRY__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("GANTRY")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: &str) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        }
+        if !(1..=1024).contains(&self.redis.partitions) {
+            return invalid("redis.partitions", "must be between 1 and 1024");
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
+            return invalid("redis.key_prefix", "must be non-empty and contain no braces");
+        }
+        if let Some(url) = &self.redis.url {
+            if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) {
+                return invalid("redis.url", "must start with redis:// or rediss://");
+            }
+        }
+        if self.gateway.max_tasks_per_batch == 0 {
+            return invalid("gateway.max_tasks_per_batch", "must be at least 1");
+        }
+        if self.gateway.max_body_bytes < 1024 {
+            return invalid("gateway.max_body_bytes", "must be at least 1024");
+        }
+        if self.submitter.concurrency == 0 {
+            return invalid("submitter.concurrency", "must be at least 1");
+        }
+        if self.submitter.read_count == 0 {
+            return invalid("submitter.read_count", "must be at least 1");
+        }
+        if self.poller.concurrency == 0 {
+            return invalid("poller.concurrency", "must be at least 1");
+        }
+        if self.poller.interval_ms == 0 {
+            return invalid("poller.interval_ms", "must be at least 1");
+        }
+        if self.poller.claim_lease_ms < 1000 {
+            return invalid("poller.claim_lease_ms", "must be at least 1000");
+        }
+        if self.poller.idle_wait_ms == 0 {
+            return invalid("poller.idle_wait_ms", "must be at least 1");
+        }
+        if !self.provider.grsai.base_url.starts_with("http://")
+            && !self.provider.grsai.base_url.starts_with("https://")
+        {
+            return invalid("provider.grsai.base_url", "must be an http(s) URL");
+        }
+        if let Some(url) = &self.provider.callback_base_url {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return invalid("provider.callback_base_url", "must be an http(s) URL");
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    }
+
+    pub fn grsai_timeout(&self) -> Duration {
+        Duration::from_millis(self.provider.grsai.timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let config = Config::load_from(None, env(&[])).expect("defaults are valid");
+        assert_eq!(config.gateway.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.prices.veo31_pro, 20);
+        assert!(config.redis.url.is_none());
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let config = Config::load_from(
+            None,
+            env(&[
+                ("GANTRY__REDIS__URL", "redis://127.0.0.1:7000"),
+                ("GANTRY__PROVIDER__GRSAI__API_KEY", "sk-live-123"),
+                ("GANTRY__PRICES__VEO31_FAST", "9"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.redis.url.as_ref().map(Secret::expose),
+            Some("redis://127.0.0.1:7000")
+        );
+        assert_eq!(config.provider.grsai.api_key.expose(), "sk-live-123");
+        assert_eq!(config.prices.veo31_fast, 9);
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = Config::load_from(None, env(&[("GANTRY__GATEWAY__LISTEN", "not-an-address")]))
+            .expect_err("invalid address");
+        assert!(err.to_string().contains("gateway.listen"), "{err}");
+        let err = Config::load_from(None, env(&[("GANTRY__REDIS__PARTITIONS", "0")])).expect_err("invalid");
+        assert!(err.to_string().contains("redis.partitions"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_redacts_secrets() {
+        let config = Config::load_from(
+            None,
+            env(&[
+                ("GANTRY__PROVIDER__GRSAI__API_KEY", "sk-live-123"),
+                ("GANTRY__GATEWAY__ADMIN_TOKEN", "adm-9"),
+            ]),
+        )
+        .expect("valid");
+        let printed = config.to_redacted_toml();
+        assert!(
+            !printed.contains("sk-live-123") && !printed.contains("adm-9"),
+            "{printed}"
+        );
+        assert!(printed.contains("[redacted]"));
+    }
+
+    #[test]
+    fn sora_costs_its_duration() {
+        let prices = Config::load_from(None, env(&[])).expect("valid").prices;
+        assert_eq!(prices.cost(Model::Sora2, Some(15)), 15);
+        assert_eq!(prices.cost(Model::Veo31Fast, None), 8);
+    }
+}

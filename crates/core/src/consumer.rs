@@ -1,0 +1,155 @@
+//! Reading a set of streams through a consumer group, at least once.
+//!
+//! Each process reads under a unique consumer name. A message is acknowledged by the caller only after its
+//! effect is durable; messages left pending by a consumer that died are reclaimed with `XAUTOCLAIM` once they
+//! have been idle for `claim_idle`. On a clean shutdown the consumer removes itself when it holds nothing.
+
+use std::time::{Duration, Instant};
+
+use redis::{
+    aio::ConnectionManager,
+    streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply},
+    AsyncCommands,
+};
+
+use crate::{messages::Message, store::Result, Store};
+
+/// One delivered message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub stream: String,
+    pub id: String,
+    /// The parsed message, or why it could not be parsed.
+    pub message: Result<Message, String>,
+}
+
+/// Reading options.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Messages per read.
+    pub count: usize,
+    /// How long one read waits for new messages.
+    pub block: Duration,
+    /// How long a message stays pending before a live consumer takes it over.
+    pub claim_idle: Duration,
+}
+
+/// A consumer of one group over several streams.
+pub struct Consumer {
+    conn: ConnectionManager,
+    group: String,
+    name: String,
+    streams: Vec<String>,
+    options: ConsumerOptions,
+    last_claim: Option<Instant>,
+}
+
+impl Consumer {
+    /// Joins `group` on `streams` (creating the group, from the start of each stream, where it is missing).
+    pub async fn join(
+        store: &Store,
+        group: &str,
+        streams: Vec<String>,
+        options: ConsumerOptions,
+    ) -> Result<Self> {
+        let mut conn = store.blocking_connection(options.block).await?;
+        for stream in &streams {
+            let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(stream, group, "0").await;
+            match created {
+                Ok(()) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let name = format!("{group}-{}", uuid::Uuid::now_v7().simple());
+        Ok(Self {
+            conn,
+            group: group.to_owned(),
+            name,
+            streams,
+            options,
+            last_claim: None,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next messages: first any reclaimed from dead consumers, else new ones (waiting up to `block`).
+    pub async fn next(&mut self) -> Result<Vec<Delivery>> {
+        let claimed = self.reclaim().await?;
+        if !claimed.is_empty() {
+            return Ok(claimed);
+        }
+        let options = StreamReadOptions::default()
+            .group(&self.group, &self.name)
+            .count(self.options.count)
+            .block(usize::try_from(self.options.block.as_millis()).unwrap_or(usize::MAX));
+        let ids = vec![">"; self.streams.len()];
+        let reply: Option<StreamReadReply> = self.conn.xread_options(&self.streams, &ids, &options).await?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|key| {
+                let stream = key.key;
+                key.ids.into_iter().map(move |entry| Delivery {
+                    stream: stream.clone(),
+                    message: Message::from_fields(&entry.map),
+                    id: entry.id,
+                })
+            })
+            .collect())
+    }
+
+    async fn reclaim(&mut self) -> Result<Vec<Delivery>> {
+        let interval = self.options.claim_idle / 4;
+        if self.last_claim.is_some_and(|at| at.elapsed() < interval) {
+            return Ok(Vec::new());
+        }
+        self.last_claim = Some(Instant::now());
+        let idle = usize::try_from(self.options.claim_idle.as_millis()).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        for stream in &self.streams {
+            let reply: StreamAutoClaimReply = self
+                .conn
+                .xautoclaim_options(
+                    stream,
+                    &self.group,
+                    &self.name,
+                    idle,
+                    "0-0",
+                    StreamAutoClaimOptions::default().count(self.options.count),
+                )
+                .await?;
+            out.extend(reply.claimed.into_iter().map(|entry| Delivery {
+                stream: stream.clone(),
+                message: Message::from_fields(&entry.map),
+                id: entry.id,
+            }));
+        }
+        if !out.is_empty() {
+            tracing::warn!(group = %self.group, count = out.len(), "reclaimed messages of a dead consumer");
+        }
+        Ok(out)
+    }
+
+    /// Leaves the group if this consumer holds no pending message (otherwise they stay to be reclaimed).
+    pub async fn leave(mut self) {
+        for stream in &self.streams {
+            let pending: redis::RedisResult<redis::streams::StreamPendingCountReply> = self
+                .conn
+                .xpending_consumer_count(stream, &self.group, "-", "+", 1, &self.name)
+                .await;
+            if !matches!(pending, Ok(ref p) if p.ids.is_empty()) {
+                return;
+            }
+        }
+        for stream in &self.streams {
+            let _: redis::RedisResult<i64> = self
+                .conn
+                .xgroup_delconsumer(stream, &self.group, &self.name)
+                .await;
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Identifiers. A task id embeds its batch's id, so any task can be found (and its partition derived) from
+//! its id alone: `bat_<hex>` → `tsk_<hex>_<index>`.
+
+use rand::RngCore;
+
+/// Makes a new batch id (time-ordered, so newer ids sort later).
+pub fn new_batch_id() -> String {
+    format!("bat_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Makes a new tenant id.
+pub fn new_tenant_id() -> String {
+    format!("ten_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Makes a new API key (shown once; only its hash is stored).
+pub fn new_api_key() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("gk_{}", hex::encode(bytes))
+}
+
+/// The id of task `index` of `batch_id`.
+pub fn task_id(batch_id: &str, index: usize) -> String {
+    format!(
+        "tsk_{}_{index}",
+        batch_id.strip_prefix("bat_").unwrap_or(batch_id)
+    )
+}
+
+/// Splits a task id into its batch id and index; `None` for anything that is not a task id.
+pub fn parse_task_id(task_id: &str) -> Option<(String, usize)> {
+    let rest = task_id.strip_prefix("tsk_")?;
+    let (suffix, index) = rest.rsplit_once('_')?;
+    if !is_id_suffix(suffix) {
+        return None;
+    }
+    Some((format!("bat_{suffix}"), index.parse().ok()?))
+}
+
+/// Whether `id` has the shape of a batch id (guards key building against arbitrary input).
+pub fn is_batch_id(id: &str) -> bool {
+    id.strip_prefix("bat_").is_some_and(is_id_suffix)
+}
+
+/// Whether `id` has the shape of a tenant id.
+pub fn is_tenant_id(id: &str) -> bool {
+    id.strip_prefix("ten_").is_some_and(is_id_suffix)
+}
+
+fn is_id_suffix(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_round_trip() {
+        let batch = new_batch_id();
+        assert!(is_batch_id(&batch));
+        let task = task_id(&batch, 42);
+        assert_eq!(parse_task_id(&task), Some((batch, 42)));
+    }
+
+    #[test]
+    fn junk_is_not_an_id() {
+        assert_eq!(parse_task_id("tsk_abc_1"), None);
+        assert_eq!(parse_task_id("bat_0123"), None);
+        assert!(!is_batch_id("bat_{p1}"));
+        assert!(!is_tenant_id("ten_"));
+    }
+}

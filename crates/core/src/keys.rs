@@ -1,0 +1,157 @@
+//! Every Redis key Gantry uses is built here, nowhere else.
+//!
+//! Keys of one batch (its hash, its tasks, its live event stream) and the streams and schedule of its partition
+//! share the hash tag `{pN}`, so every script touches a single Redis Cluster slot. Tenant keys share `{t:<id>}`.
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `<prefix>:{pN}:submit` | stream | tasks to create at the provider (group `submitter`) |
+//! | `<prefix>:{pN}:settle` | stream | batches whose tasks are all terminal (group `settlement`) |
+//! | `<prefix>:{pN}:polls` | zset | running task ids scored by next poll time (ms) |
+//! | `<prefix>:{pN}:batch:<id>` | hash | a batch |
+//! | `<prefix>:{pN}:batch:<id>:events` | stream | the batch's live progress events (SSE) |
+//! | `<prefix>:{pN}:task:<id>` | hash | a task |
+//! | `<prefix>:{t:<id>}:tenant` | hash | name, balance, frozen, charged, granted |
+//! | `<prefix>:{t:<id>}:ledger` | stream | append-only credit movements |
+//! | `<prefix>:{t:<id>}:reservations` | hash | batch id → credits frozen for it, until settled |
+//! | `<prefix>:{t:<id>}:settlements` | hash | batch id → `charged:refunded`, once settled |
+//! | `<prefix>:{t:<id>}:batches` | zset | the tenant's batch ids by creation time |
+//! | `<prefix>:apikeys` | hash | sha256(api key) → tenant id |
+//! | `<prefix>:tenants` | set | all tenant ids |
+
+/// Builds keys for one deployment (prefix) and partition count.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    partitions: u32,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>, partitions: u32) -> Self {
+        Self {
+            prefix: prefix.into(),
+            partitions: partitions.max(1),
+        }
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The partition of a batch: FNV-1a of its id modulo the partition count (stable across processes).
+    pub fn partition_of(&self, batch_id: &str) -> u32 {
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in batch_id.bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        hash % self.partitions
+    }
+
+    fn slot(&self, partition: u32) -> String {
+        format!("{}:{{p{partition}}}", self.prefix)
+    }
+
+    pub fn submit_stream(&self, partition: u32) -> String {
+        format!("{}:submit", self.slot(partition))
+    }
+
+    pub fn settle_stream(&self, partition: u32) -> String {
+        format!("{}:settle", self.slot(partition))
+    }
+
+    pub fn polls(&self, partition: u32) -> String {
+        format!("{}:polls", self.slot(partition))
+    }
+
+    pub fn batch(&self, batch_id: &str) -> String {
+        format!("{}:batch:{batch_id}", self.slot(self.partition_of(batch_id)))
+    }
+
+    pub fn batch_events(&self, batch_id: &str) -> String {
+        format!("{}:events", self.batch(batch_id))
+    }
+
+    /// The prefix that, followed by a task id, makes that task's key (used by scripts that walk a batch).
+    pub fn task_prefix(&self, batch_id: &str) -> String {
+        format!("{}:task:", self.slot(self.partition_of(batch_id)))
+    }
+
+    pub fn task(&self, batch_id: &str, task_id: &str) -> String {
+        format!("{}{task_id}", self.task_prefix(batch_id))
+    }
+
+    fn tenant_slot(&self, tenant_id: &str) -> String {
+        format!("{}:{{t:{tenant_id}}}", self.prefix)
+    }
+
+    pub fn tenant(&self, tenant_id: &str) -> String {
+        format!("{}:tenant", self.tenant_slot(tenant_id))
+    }
+
+    pub fn ledger(&self, tenant_id: &str) -> String {
+        format!("{}:ledger", self.tenant_slot(tenant_id))
+    }
+
+    pub fn reservations(&self, tenant_id: &str) -> String {
+        format!("{}:reservations", self.tenant_slot(tenant_id))
+    }
+
+    pub fn settlements(&self, tenant_id: &str) -> String {
+        format!("{}:settlements", self.tenant_slot(tenant_id))
+    }
+
+    pub fn tenant_batches(&self, tenant_id: &str) -> String {
+        format!("{}:batches", self.tenant_slot(tenant_id))
+    }
+
+    pub fn api_keys(&self) -> String {
+        format!("{}:apikeys", self.prefix)
+    }
+
+    pub fn tenants(&self) -> String {
+        format!("{}:tenants", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(key: &str) -> &str {
+        let start = key.find('{').expect("tagged");
+        let end = key[start..].find('}').expect("closed") + start;
+        &key[start + 1..end]
+    }
+
+    #[test]
+    fn a_batch_shares_its_slot_with_its_partition() {
+        let keys = Keys::new("g", 8);
+        let batch = "bat_0190f3c1a2b37c4d8e9f001122334455";
+        let p = keys.partition_of(batch);
+        let tags = [
+            keys.batch(batch),
+            keys.batch_events(batch),
+            keys.task(batch, "tsk_x_0"),
+            keys.submit_stream(p),
+            keys.settle_stream(p),
+            keys.polls(p),
+        ]
+        .map(|k| tag(&k).to_owned());
+        assert!(tags.iter().all(|t| *t == tags[0]), "{tags:?}");
+    }
+
+    #[test]
+    fn partitions_spread_and_are_stable() {
+        let keys = Keys::new("g", 8);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200 {
+            let id = format!("bat_{i:032x}");
+            let p = keys.partition_of(&id);
+            assert_eq!(p, keys.partition_of(&id));
+            assert!(p < 8);
+            seen.insert(p);
+        }
+        assert_eq!(seen.len(), 8);
+    }
+}

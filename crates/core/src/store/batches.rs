@@ -1,0 +1,205 @@
+//! Creating batches and reading batches and tasks for the API.
+
+use std::collections::HashMap;
+
+use redis::AsyncCommands;
+use serde_json::json;
+
+use super::{Result, Store, StoreError};
+use crate::{
+    ids,
+    model::{BatchStatus, BatchView, TaskStatus, TaskView},
+    validate::ValidBatch,
+};
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+impl Store {
+    /// Writes a validated batch whose cost is already reserved, and queues the tasks that may start.
+    /// Returns false when the batch already existed (nothing changed).
+    pub async fn create_batch(
+        &self,
+        tenant_id: &str,
+        batch_id: &str,
+        batch: &ValidBatch,
+        now: u64,
+    ) -> Result<bool> {
+        let total = batch.tasks.len();
+        let batch_fields = json!({
+            "id": batch_id,
+            "tenant_id": tenant_id,
+            "mode": batch.mode.as_str(),
+            "status": "queued",
+            "total": total.to_string(),
+            "n_queued": total.to_string(),
+            "n_running": "0",
+            "n_succeeded": "0",
+            "n_failed": "0",
+            "n_cancelled": "0",
+            "cost": batch.cost().to_string(),
+            "cost_succeeded": "0",
+            "metadata": serde_json::to_string(&batch.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            "created_at": now.to_string(),
+        });
+        let tasks: Vec<_> = batch
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(index, task)| {
+                Ok(json!({
+                    "id": ids::task_id(batch_id, index),
+                    "batch_id": batch_id,
+                    "tenant_id": tenant_id,
+                    "index": index.to_string(),
+                    "custom_id": task.custom_id.clone().unwrap_or_default(),
+                    "model": task.model.as_str(),
+                    "spec": serde_json::to_string(&task.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    "price": task.price.to_string(),
+                    "status": "queued",
+                    "progress": "0",
+                    "attempts": "0",
+                    "created_at": now.to_string(),
+                    "updated_at": now.to_string(),
+                }))
+            })
+            .collect::<Result<_>>()?;
+        let partition = self.keys.partition_of(batch_id);
+        let created: i64 = self
+            .scripts
+            .create_batch
+            .key(self.keys.batch(batch_id))
+            .key(self.keys.submit_stream(partition))
+            .key(self.keys.batch_events(batch_id))
+            .arg(batch_fields.to_string())
+            .arg(serde_json::Value::Array(tasks).to_string())
+            .arg(self.keys.task_prefix(batch_id))
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok(created == 1)
+    }
+
+    /// A batch by id, whoever owns it.
+    pub async fn batch(&self, batch_id: &str) -> Result<Option<BatchView>> {
+        if !ids::is_batch_id(batch_id) {
+            return Ok(None);
+        }
+        let h: HashMap<String, String> = self.connection().hgetall(self.keys.batch(batch_id)).await?;
+        Ok(BatchView::from_hash(&h))
+    }
+
+    /// A tenant's batch; another tenant's batch is `None`, exactly like a missing one.
+    pub async fn tenant_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchView>> {
+        Ok(self.batch(batch_id).await?.filter(|b| b.tenant_id == tenant_id))
+    }
+
+    /// A task by id, whoever owns it.
+    pub async fn task(&self, task_id: &str) -> Result<Option<TaskView>> {
+        let Some((batch_id, _)) = ids::parse_task_id(task_id) else {
+            return Ok(None);
+        };
+        let mut conn = self.connection();
+        let (task, status): (HashMap<String, String>, Option<String>) = redis::pipe()
+            .hgetall(self.keys.task(&batch_id, task_id))
+            .hget(self.keys.batch(&batch_id), "status")
+            .query_async(&mut conn)
+            .await?;
+        Ok(TaskView::from_hash(&task, settled(status.as_deref())))
+    }
+
+    /// A tenant's task; another tenant's task is `None`.
+    pub async fn tenant_task(&self, tenant_id: &str, task_id: &str) -> Result<Option<TaskView>> {
+        Ok(self.task(task_id).await?.filter(|t| t.tenant_id == tenant_id))
+    }
+
+    /// A tenant's batches, newest first, after the batch `after` (exclusive).
+    pub async fn list_batches(
+        &self,
+        tenant_id: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<BatchView>> {
+        let mut conn = self.connection();
+        let index = self.keys.tenant_batches(tenant_id);
+        let start = match after {
+            Some(after) => match conn.zrevrank::<_, _, Option<isize>>(&index, after).await? {
+                Some(rank) => rank + 1,
+                None => {
+                    return Ok(Page {
+                        data: Vec::new(),
+                        has_more: false,
+                    })
+                }
+            },
+            None => 0,
+        };
+        // One extra id tells whether more follow.
+        let ids: Vec<String> = conn.zrevrange(&index, start, start + limit as isize).await?;
+        let has_more = ids.len() > limit;
+        let mut pipe = redis::pipe();
+        for id in ids.iter().take(limit) {
+            pipe.hgetall(self.keys.batch(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        // A reservation whose batch was never written (a crash in between) has no hash: skip it.
+        let data = hashes.iter().filter_map(BatchView::from_hash).collect();
+        Ok(Page { data, has_more })
+    }
+
+    /// The tasks of a batch by index, optionally of one status, after the task `after` (exclusive).
+    pub async fn list_tasks(
+        &self,
+        batch: &BatchView,
+        status: Option<TaskStatus>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<TaskView>> {
+        let start = match after {
+            Some(after) => match ids::parse_task_id(after) {
+                Some((b, index)) if b == batch.id => index + 1,
+                _ => {
+                    return Ok(Page {
+                        data: Vec::new(),
+                        has_more: false,
+                    })
+                }
+            },
+            None => 0,
+        };
+        let total = usize::try_from(batch.request_counts.total).unwrap_or(0);
+        let settled = matches!(batch.status, BatchStatus::Completed | BatchStatus::Cancelled);
+        let mut conn = self.connection();
+        let mut data = Vec::new();
+        let mut index = start;
+        // Read in pages of the limit, so a status filter never loads the whole batch at once.
+        while index < total && data.len() <= limit {
+            let end = (index + limit.max(1) + 1).min(total);
+            let mut pipe = redis::pipe();
+            for i in index..end {
+                pipe.hgetall(self.keys.task(&batch.id, &ids::task_id(&batch.id, i)));
+            }
+            let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            data.extend(
+                hashes
+                    .iter()
+                    .filter_map(|h| TaskView::from_hash(h, settled))
+                    .filter(|t| status.is_none_or(|s| t.status == s)),
+            );
+            index = end;
+        }
+        let has_more = data.len() > limit;
+        data.truncate(limit);
+        Ok(Page { data, has_more })
+    }
+}
+
+fn settled(status: Option<&str>) -> bool {
+    matches!(
+        status.and_then(BatchStatus::parse),
+        Some(BatchStatus::Completed | BatchStatus::Cancelled)
+    )
+}

@@ -1,0 +1,200 @@
+//! Tenants, API keys and credits: every credit movement is a ledger entry, every batch ↔ tenant move is keyed
+//! by batch id and idempotent.
+
+use redis::AsyncCommands;
+use sha2::{Digest, Sha256};
+
+use super::{Result, Store, StoreError};
+use crate::{ids, model::now_ms};
+
+/// A tenant's credits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Credits {
+    pub balance: i64,
+    pub frozen: i64,
+    pub charged: i64,
+    pub granted: i64,
+}
+
+/// The outcome of freezing a batch's cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    Reserved { balance: i64 },
+    InsufficientCredits { balance: i64 },
+}
+
+/// The outcome of settling a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Settled by this call.
+    Settled { charged: u64, refunded: u64 },
+    /// Settled before (a duplicate message): nothing moved.
+    AlreadySettled { charged: u64, refunded: u64 },
+    /// No reservation exists for the batch.
+    NoReservation,
+}
+
+/// One ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerEntry {
+    pub id: String,
+    pub kind: String,
+    pub amount: i64,
+    pub batch_id: Option<String>,
+    pub balance: i64,
+}
+
+fn hash_key(api_key: &str) -> String {
+    hex::encode(Sha256::digest(api_key.as_bytes()))
+}
+
+impl Store {
+    /// Creates a tenant with `credits` granted; returns its id and its API key (shown once, stored hashed).
+    pub async fn create_tenant(&self, name: &str, credits: u64) -> Result<(String, String)> {
+        let tenant_id = ids::new_tenant_id();
+        let api_key = ids::new_api_key();
+        let now = now_ms();
+        let mut conn = self.connection();
+        let _: () = conn
+            .hset_multiple(
+                self.keys.tenant(&tenant_id),
+                &[
+                    ("id", tenant_id.as_str()),
+                    ("name", name),
+                    ("balance", "0"),
+                    ("frozen", "0"),
+                    ("charged", "0"),
+                    ("granted", "0"),
+                    ("created_at", &now.to_string()),
+                ],
+            )
+            .await?;
+        let _: () = conn.sadd(self.keys.tenants(), &tenant_id).await?;
+        if credits > 0 {
+            self.grant(&tenant_id, credits, "initial credits").await?;
+        }
+        let _: () = conn
+            .hset(self.keys.api_keys(), hash_key(&api_key), &tenant_id)
+            .await?;
+        Ok((tenant_id, api_key))
+    }
+
+    /// Grants credits; `None` when the tenant does not exist.
+    pub async fn grant(&self, tenant_id: &str, amount: u64, reason: &str) -> Result<Option<i64>> {
+        if !ids::is_tenant_id(tenant_id) {
+            return Ok(None);
+        }
+        let balance: i64 = self
+            .scripts
+            .grant
+            .key(self.keys.tenant(tenant_id))
+            .key(self.keys.ledger(tenant_id))
+            .arg(amount)
+            .arg(reason)
+            .arg(now_ms())
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok((balance >= 0).then_some(balance))
+    }
+
+    /// The tenant an API key belongs to.
+    pub async fn authenticate(&self, api_key: &str) -> Result<Option<String>> {
+        Ok(self
+            .connection()
+            .hget(self.keys.api_keys(), hash_key(api_key))
+            .await?)
+    }
+
+    /// A tenant's credits (zero for an unknown tenant).
+    pub async fn credits(&self, tenant_id: &str) -> Result<Credits> {
+        let (balance, frozen, charged, granted): (Option<i64>, Option<i64>, Option<i64>, Option<i64>) = self
+            .connection()
+            .hmget(
+                self.keys.tenant(tenant_id),
+                &["balance", "frozen", "charged", "granted"],
+            )
+            .await?;
+        Ok(Credits {
+            balance: balance.unwrap_or(0),
+            frozen: frozen.unwrap_or(0),
+            charged: charged.unwrap_or(0),
+            granted: granted.unwrap_or(0),
+        })
+    }
+
+    /// Freezes `amount` for `batch_id` (idempotent per batch id).
+    pub async fn reserve(
+        &self,
+        tenant_id: &str,
+        batch_id: &str,
+        amount: u64,
+        now: u64,
+    ) -> Result<Reservation> {
+        let (ok, balance): (i64, i64) = self
+            .scripts
+            .reserve
+            .key(self.keys.tenant(tenant_id))
+            .key(self.keys.reservations(tenant_id))
+            .key(self.keys.ledger(tenant_id))
+            .key(self.keys.tenant_batches(tenant_id))
+            .arg(batch_id)
+            .arg(amount)
+            .arg(now)
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok(if ok == 1 {
+            Reservation::Reserved { balance }
+        } else {
+            Reservation::InsufficientCredits { balance }
+        })
+    }
+
+    /// Charges `charge` of the batch's reservation and refunds the rest, exactly once per batch.
+    pub async fn settle(&self, tenant_id: &str, batch_id: &str, charge: u64) -> Result<Settlement> {
+        let reply: Vec<i64> = self
+            .scripts
+            .settle
+            .key(self.keys.tenant(tenant_id))
+            .key(self.keys.reservations(tenant_id))
+            .key(self.keys.ledger(tenant_id))
+            .key(self.keys.settlements(tenant_id))
+            .arg(batch_id)
+            .arg(charge)
+            .arg(now_ms())
+            .invoke_async(&mut self.connection())
+            .await?;
+        let amount = |i: usize| reply.get(i).and_then(|v| u64::try_from(*v).ok()).unwrap_or(0);
+        match reply.first() {
+            Some(1) => Ok(Settlement::Settled {
+                charged: amount(1),
+                refunded: amount(2),
+            }),
+            Some(0) => Ok(Settlement::AlreadySettled {
+                charged: amount(1),
+                refunded: amount(2),
+            }),
+            Some(-1) => Ok(Settlement::NoReservation),
+            _ => Err(StoreError::Corrupt(format!("settle answered {reply:?}"))),
+        }
+    }
+
+    /// A tenant's ledger, oldest first.
+    pub async fn ledger(&self, tenant_id: &str) -> Result<Vec<LedgerEntry>> {
+        let reply: redis::streams::StreamRangeReply =
+            self.connection().xrange_all(self.keys.ledger(tenant_id)).await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let text = |k: &str| entry.get::<String>(k);
+                LedgerEntry {
+                    kind: text("kind").unwrap_or_default(),
+                    amount: entry.get("amount").unwrap_or(0),
+                    batch_id: text("batch_id"),
+                    balance: entry.get("balance").unwrap_or(0),
+                    id: entry.id,
+                }
+            })
+            .collect())
+    }
+}

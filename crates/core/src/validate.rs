@@ -1,0 +1,459 @@
+//! Validation of a batch request: every violation is collected with a JSON pointer into the body, so a client
+//! learns everything wrong with its request at once.
+
+use std::collections::{BTreeMap, HashSet};
+
+use gantry_provider::Model;
+use serde_json::{Map, Value};
+
+use crate::{
+    config::Prices,
+    model::{Mode, TaskSpec},
+};
+
+/// One violation: where (`/tasks/3/duration`) and what.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    pub pointer: String,
+    pub message: String,
+}
+
+/// Limits that come from configuration.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_tasks: usize,
+}
+
+pub const MAX_PROMPT_CHARS: usize = 4000;
+pub const MAX_CUSTOM_ID_CHARS: usize = 64;
+pub const MAX_METADATA_PAIRS: usize = 16;
+pub const MAX_METADATA_KEY_CHARS: usize = 64;
+pub const MAX_METADATA_VALUE_CHARS: usize = 512;
+
+/// A batch that passed validation, priced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidBatch {
+    pub mode: Mode,
+    pub tasks: Vec<ValidTask>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ValidBatch {
+    /// The credits the whole batch freezes.
+    pub fn cost(&self) -> u64 {
+        self.tasks.iter().map(|t| t.price).sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidTask {
+    pub custom_id: Option<String>,
+    pub model: Model,
+    pub spec: TaskSpec,
+    pub price: u64,
+}
+
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, pointer: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            pointer: pointer.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates a parsed JSON body against the v1 batch rules and prices it.
+pub fn validate_batch(body: &Value, limits: &Limits, prices: &Prices) -> Result<ValidBatch, Vec<FieldError>> {
+    let mut errors = Errors(Vec::new());
+    let Some(object) = body.as_object() else {
+        errors.add("", "the body must be a JSON object");
+        return Err(errors.0);
+    };
+    for key in object.keys() {
+        if !matches!(key.as_str(), "mode" | "tasks" | "metadata") {
+            errors.add(format!("/{}", escape(key)), "unknown field");
+        }
+    }
+    let mode = match object.get("mode") {
+        None | Some(Value::Null) => Mode::Parallel,
+        Some(Value::String(s)) if s == "parallel" => Mode::Parallel,
+        Some(Value::String(s)) if s == "chain" => Mode::Chain,
+        Some(_) => {
+            errors.add("/mode", "must be \"parallel\" or \"chain\"");
+            Mode::Parallel
+        }
+    };
+    let metadata = metadata(object.get("metadata"), &mut errors);
+    let mut tasks = Vec::new();
+    match object.get("tasks") {
+        None => errors.add("/tasks", "is required"),
+        Some(Value::Array(items)) => {
+            if items.is_empty() || items.len() > limits.max_tasks {
+                errors.add(
+                    "/tasks",
+                    format!("must hold between 1 and {} tasks", limits.max_tasks),
+                );
+            }
+            let mut custom_ids = HashSet::new();
+            for (i, item) in items.iter().enumerate() {
+                if let Some(task) = validate_task(i, item, prices, &mut errors) {
+                    if let Some(id) = &task.custom_id {
+                        if !custom_ids.insert(id.clone()) {
+                            errors.add(
+                                format!("/tasks/{i}/custom_id"),
+                                "is used by an earlier task of this batch",
+                            );
+                        }
+                    }
+                    tasks.push(task);
+                }
+            }
+        }
+        Some(_) => errors.add("/tasks", "must be an array"),
+    }
+    if errors.0.is_empty() {
+        Ok(ValidBatch {
+            mode,
+            tasks,
+            metadata,
+        })
+    } else {
+        Err(errors.0)
+    }
+}
+
+fn metadata(value: Option<&Value>, errors: &mut Errors) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    match value {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            if map.len() > MAX_METADATA_PAIRS {
+                errors.add(
+                    "/metadata",
+                    format!("must hold at most {MAX_METADATA_PAIRS} pairs"),
+                );
+            }
+            for (k, v) in map {
+                let pointer = format!("/metadata/{}", escape(k));
+                if k.is_empty() || k.chars().count() > MAX_METADATA_KEY_CHARS {
+                    errors.add(
+                        &pointer,
+                        format!("keys must be 1 to {MAX_METADATA_KEY_CHARS} characters"),
+                    );
+                }
+                match v {
+                    Value::String(s) if s.chars().count() <= MAX_METADATA_VALUE_CHARS => {
+                        out.insert(k.clone(), s.clone());
+                    }
+                    Value::String(_) => errors.add(
+                        pointer,
+                        format!("must be at most {MAX_METADATA_VALUE_CHARS} characters"),
+                    ),
+                    _ => errors.add(pointer, "must be a string"),
+                }
+            }
+        }
+        Some(_) => errors.add("/metadata", "must be an object of strings"),
+    }
+    out
+}
+
+fn validate_task(i: usize, item: &Value, prices: &Prices, errors: &mut Errors) -> Option<ValidTask> {
+    let at = |field: &str| format!("/tasks/{i}/{field}");
+    let Some(task) = item.as_object() else {
+        errors.add(format!("/tasks/{i}"), "must be an object");
+        return None;
+    };
+    let before = errors.0.len();
+    for key in task.keys() {
+        if !matches!(
+            key.as_str(),
+            "custom_id"
+                | "model"
+                | "prompt"
+                | "aspect_ratio"
+                | "duration"
+                | "reference_image_urls"
+                | "first_frame_url"
+                | "last_frame_url"
+        ) {
+            errors.add(at(&escape(key)), "unknown field");
+        }
+    }
+    let custom_id = optional_string(task, "custom_id", &at("custom_id"), errors);
+    if custom_id
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.chars().count() > MAX_CUSTOM_ID_CHARS)
+    {
+        errors.add(
+            at("custom_id"),
+            format!("must be 1 to {MAX_CUSTOM_ID_CHARS} characters"),
+        );
+    }
+    let model = match task.get("model") {
+        None | Some(Value::Null) => {
+            errors.add(at("model"), "is required");
+            None
+        }
+        Some(Value::String(name)) => {
+            let model = Model::parse(name);
+            if model.is_none() {
+                errors.add(
+                    at("model"),
+                    "must be one of sora-2, veo3.1-fast, veo3.1-pro (or veo-flash, veo-pro)",
+                );
+            }
+            model
+        }
+        Some(_) => {
+            errors.add(at("model"), "must be a string");
+            None
+        }
+    };
+    let prompt = optional_string(task, "prompt", &at("prompt"), errors);
+    match &prompt {
+        None if !task.contains_key("prompt") || task["prompt"].is_null() => {
+            errors.add(at("prompt"), "is required")
+        }
+        Some(p) if p.trim().is_empty() || p.chars().count() > MAX_PROMPT_CHARS => errors.add(
+            at("prompt"),
+            format!("must be 1 to {MAX_PROMPT_CHARS} characters"),
+        ),
+        _ => {}
+    }
+    let aspect_ratio = optional_string(task, "aspect_ratio", &at("aspect_ratio"), errors);
+    match aspect_ratio.as_deref() {
+        Some("9:16" | "16:9") => {}
+        None if task.get("aspect_ratio").is_none_or(Value::is_null) => {
+            errors.add(at("aspect_ratio"), "is required")
+        }
+        _ => errors.add(at("aspect_ratio"), "must be \"9:16\" or \"16:9\""),
+    }
+    let duration = match task.get("duration") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(d) => u32::try_from(d).ok().or(Some(u32::MAX)),
+            None => {
+                errors.add(at("duration"), "must be a whole number of seconds");
+                Some(0)
+            }
+        },
+    };
+    let references = url_list(
+        task.get("reference_image_urls"),
+        &at("reference_image_urls"),
+        errors,
+    );
+    let first_frame_url = optional_url(task, "first_frame_url", &at("first_frame_url"), errors);
+    let last_frame_url = optional_url(task, "last_frame_url", &at("last_frame_url"), errors);
+
+    match model {
+        Some(Model::Sora2) => {
+            match duration {
+                None => errors.add(at("duration"), "is required for sora-2 (10 or 15)"),
+                Some(10 | 15) => {}
+                Some(_) => errors.add(at("duration"), "must be 10 or 15 for sora-2"),
+            }
+            if references.len() > 1 {
+                errors.add(
+                    at("reference_image_urls"),
+                    "sora-2 takes at most 1 reference image",
+                );
+            }
+            for field in ["first_frame_url", "last_frame_url"] {
+                if task.get(field).is_some_and(|v| !v.is_null()) {
+                    errors.add(at(field), "is not supported by sora-2");
+                }
+            }
+        }
+        Some(Model::Veo31Fast | Model::Veo31Pro) => {
+            if duration.is_some() {
+                errors.add(at("duration"), "is not supported by veo models");
+            }
+            if references.len() > 3 {
+                errors.add(
+                    at("reference_image_urls"),
+                    "veo models take at most 3 reference images",
+                );
+            }
+        }
+        None => {}
+    }
+    if errors.0.len() > before {
+        return None;
+    }
+    let model = model?;
+    Some(ValidTask {
+        custom_id,
+        model,
+        price: prices.cost(model, duration),
+        spec: TaskSpec {
+            prompt: prompt?,
+            aspect_ratio: aspect_ratio?,
+            duration,
+            reference_image_urls: references,
+            first_frame_url,
+            last_frame_url,
+        },
+    })
+}
+
+fn optional_string(
+    task: &Map<String, Value>,
+    field: &str,
+    pointer: &str,
+    errors: &mut Errors,
+) -> Option<String> {
+    match task.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            errors.add(pointer, "must be a string");
+            None
+        }
+    }
+}
+
+fn optional_url(
+    task: &Map<String, Value>,
+    field: &str,
+    pointer: &str,
+    errors: &mut Errors,
+) -> Option<String> {
+    let value = optional_string(task, field, pointer, errors)?;
+    if is_http_url(&value) {
+        Some(value)
+    } else {
+        errors.add(pointer, "must be an absolute http(s) URL");
+        None
+    }
+}
+
+fn url_list(value: Option<&Value>, pointer: &str, errors: &mut Errors) -> Vec<String> {
+    match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(j, v)| match v.as_str() {
+                Some(s) if is_http_url(s) => Some(s.to_owned()),
+                _ => {
+                    errors.add(format!("{pointer}/{j}"), "must be an absolute http(s) URL");
+                    None
+                }
+            })
+            .collect(),
+        Some(_) => {
+            errors.add(pointer, "must be an array of URLs");
+            Vec::new()
+        }
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+}
+
+/// Escapes a key for use in a JSON pointer (RFC 6901).
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn prices() -> Prices {
+        Prices {
+            sora2_per_second: 1,
+            veo31_fast: 8,
+            veo31_pro: 20,
+        }
+    }
+
+    fn check(body: Value) -> Result<ValidBatch, Vec<FieldError>> {
+        validate_batch(&body, &Limits { max_tasks: 3 }, &prices())
+    }
+
+    fn pointers(body: Value) -> Vec<String> {
+        check(body)
+            .expect_err("invalid")
+            .into_iter()
+            .map(|e| e.pointer)
+            .collect()
+    }
+
+    #[test]
+    fn a_good_mixed_batch_is_priced() {
+        let batch = check(json!({"mode": "chain", "tasks": [
+            {"model": "sora-2", "prompt": "a cat", "aspect_ratio": "9:16", "duration": 15},
+            {"model": "veo-flash", "prompt": "a dog", "aspect_ratio": "16:9",
+             "first_frame_url": "https://x.test/a.png", "reference_image_urls": ["https://x.test/1.png"]},
+            {"model": "veo3.1-pro", "prompt": "a cow", "aspect_ratio": "16:9", "custom_id": "shot-3"},
+        ], "metadata": {"campaign": "spring"}}))
+        .expect("valid");
+        assert_eq!(batch.mode, Mode::Chain);
+        assert_eq!(batch.cost(), 15 + 8 + 20);
+        assert_eq!(batch.tasks[1].model, Model::Veo31Fast);
+        assert_eq!(batch.metadata["campaign"], "spring");
+    }
+
+    #[test]
+    fn every_violation_is_reported_with_its_pointer() {
+        let got = pointers(json!({"mode": "serial", "extra": 1, "tasks": [
+            {"model": "sora-2", "prompt": "", "aspect_ratio": "4:3", "duration": 12, "first_frame_url": "https://x.test/a"},
+            {"model": "veo3.1-fast", "prompt": "ok", "aspect_ratio": "16:9", "duration": 10,
+             "reference_image_urls": ["ftp://x", "https://a.test/1", "https://a.test/2", "https://a.test/3"]},
+            {"model": "dall-e", "aspect_ratio": "16:9"},
+        ]}));
+        for expected in [
+            "/mode",
+            "/extra",
+            "/tasks/0/prompt",
+            "/tasks/0/aspect_ratio",
+            "/tasks/0/duration",
+            "/tasks/0/first_frame_url",
+            "/tasks/1/duration",
+            "/tasks/1/reference_image_urls/0",
+            "/tasks/1/reference_image_urls",
+            "/tasks/2/model",
+            "/tasks/2/prompt",
+        ] {
+            assert!(got.iter().any(|p| p == expected), "missing {expected} in {got:?}");
+        }
+    }
+
+    #[test]
+    fn task_count_and_shape_are_checked() {
+        assert_eq!(pointers(json!({"tasks": []})), ["/tasks"]);
+        let four = json!({"model": "veo-pro", "prompt": "p", "aspect_ratio": "16:9"});
+        assert_eq!(pointers(json!({"tasks": [four, four, four, four]})), ["/tasks"]);
+        assert_eq!(pointers(json!([1, 2])), [""]);
+        assert_eq!(pointers(json!({"tasks": "many"})), ["/tasks"]);
+        assert_eq!(pointers(json!({"tasks": [7]})), ["/tasks/0"]);
+    }
+
+    #[test]
+    fn sora_needs_a_duration_and_one_reference_at_most() {
+        let got = pointers(
+            json!({"tasks": [{"model": "sora-2", "prompt": "p", "aspect_ratio": "9:16",
+            "reference_image_urls": ["https://a.test/1", "https://a.test/2"]}]}),
+        );
+        assert_eq!(got, ["/tasks/0/duration", "/tasks/0/reference_image_urls"]);
+    }
+
+    #[test]
+    fn long_prompts_and_duplicate_custom_ids_are_rejected() {
+        let long = "x".repeat(MAX_PROMPT_CHARS + 1);
+        let got = pointers(json!({"tasks": [
+            {"model": "veo-pro", "prompt": long, "aspect_ratio": "16:9", "custom_id": "a"},
+            {"model": "veo-pro", "prompt": "p", "aspect_ratio": "16:9", "custom_id": "a"},
+            {"model": "veo-pro", "prompt": "p", "aspect_ratio": "16:9", "custom_id": "a"},
+        ]}));
+        assert_eq!(got, ["/tasks/0/prompt", "/tasks/2/custom_id"]);
+    }
+}

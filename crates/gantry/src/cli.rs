@@ -1,0 +1,194 @@
+//! Command-line parsing and wiring: loads the configuration, sets up logging, runs what was asked.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gantry_core::{Config, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Gantry: batches of AI video generations, one service per command.
+#[derive(Debug, Parser)]
+#[command(name = "gantry", version, about, propagate_version = true)]
+pub struct Cli {
+    /// A TOML file of settings, layered over the defaults (environment variables GANTRY__SECTION__KEY override it).
+    #[arg(long, global = true, env = "GANTRY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long, global = true)]
+    pub print_config: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The REST gateway.
+    Gateway,
+    /// Creates tasks at the provider.
+    Submitter,
+    /// Polls running tasks.
+    Poller,
+    /// Settles finished batches.
+    Settlement,
+    /// The provider simulator (speaks the Grsai API).
+    Sim,
+    /// Everything in one process, with a private redis-server when `redis.url` is unset.
+    Dev,
+    /// Runs the local stack, submits a six-shot batch and shows it through to settlement.
+    Demo,
+    /// Operator commands against Redis.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Credits.
+    Credits {
+        #[command(subcommand)]
+        command: CreditsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Creates a tenant and prints its id and API key (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        credits: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreditsCommand {
+    /// Grants credits to a tenant.
+    Grant {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        amount: u64,
+        #[arg(long, default_value = "grant")]
+        reason: String,
+    },
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    if cli.print_config {
+        print!("{}", config.to_redacted_toml());
+        return Ok(());
+    }
+    crate::telemetry::init(config.log.format);
+    match cli.command {
+        Command::Gateway => {
+            let listener = TcpListener::bind(config.gateway.listen)
+                .await
+                .with_context(|| format!("binding gateway.listen = {}", config.gateway.listen))?;
+            gantry_gateway::run(&config, listener, shutdown_signal()).await
+        }
+        Command::Submitter => gantry_submitter::run(&config, shutdown_signal()).await,
+        Command::Poller => gantry_poller::run(&config, shutdown_signal()).await,
+        Command::Settlement => gantry_settlement::run(&config, shutdown_signal()).await,
+        Command::Sim => run_sim(&config).await,
+        Command::Dev => {
+            let stack = crate::dev::DevStack::start(config).await?;
+            println!("gateway    {}", stack.gateway_url());
+            println!("simulator  {}", stack.sim.base_url());
+            if let Some(url) = &stack.config.redis.url {
+                println!("redis      {}", url.expose());
+            }
+            stack.serve_until(shutdown_signal()).await
+        }
+        Command::Demo => {
+            // The demo draws progress bars on the terminal; keep the services' logs to warnings.
+            crate::demo::run(config).await
+        }
+        Command::Admin { command } => admin(&config, command).await,
+    }
+}
+
+async fn run_sim(config: &Config) -> anyhow::Result<()> {
+    let sim = gantry_sim::SimConfig {
+        listen: config.sim.listen,
+        api_key: config.sim.api_key.expose().to_owned(),
+        task_duration_ms: config.sim.task_duration_ms,
+        duration_jitter_ms: config.sim.duration_jitter_ms,
+        ..gantry_sim::SimConfig::default()
+    };
+    let listener = TcpListener::bind(sim.listen)
+        .await
+        .with_context(|| format!("binding sim.listen = {}", sim.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "simulator listening");
+    gantry_sim::run(sim, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
+    let store = Store::from_config(config).await?;
+    match command {
+        AdminCommand::Tenant {
+            command: TenantCommand::Create { name, credits },
+        } => {
+            let (tenant_id, api_key) = store.create_tenant(&name, credits).await?;
+            println!("tenant_id: {tenant_id}");
+            println!("api_key:   {api_key}   (shown once: store it now)");
+        }
+        AdminCommand::Credits {
+            command:
+                CreditsCommand::Grant {
+                    tenant,
+                    amount,
+                    reason,
+                },
+        } => {
+            anyhow::ensure!(amount > 0, "--amount must be above 0");
+            let balance = store
+                .grant(&tenant, amount, &reason)
+                .await?
+                .with_context(|| format!("no tenant {tenant}"))?;
+            println!("balance: {balance}");
+        }
+    }
+    Ok(())
+}
+
+/// A token cancelled on Ctrl+C or SIGTERM.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+    token
+}

@@ -1,0 +1,101 @@
+//! The local stack behind `gantry dev` and `just demo`: a private `redis-server` (when no `redis.url` is
+//! configured), the provider simulator, and all four services in one process.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use gantry_core::{config::Secret, Config};
+use gantry_sim::{SimConfig, SimHandle};
+use gantry_testkit::RedisServer;
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+/// A running local stack; dropping it stops Redis (if private) and the simulator.
+pub struct DevStack {
+    pub config: Config,
+    pub gateway_addr: SocketAddr,
+    pub sim: SimHandle,
+    shutdown: CancellationToken,
+    services: JoinSet<(&'static str, anyhow::Result<()>)>,
+    _redis: Option<RedisServer>,
+}
+
+impl DevStack {
+    /// Starts everything. The gateway and simulator bind their configured addresses (port 0 is fine); the
+    /// provider client is pointed at the simulator.
+    pub async fn start(mut config: Config) -> anyhow::Result<Self> {
+        let redis = match &config.redis.url {
+            Some(_) => None,
+            None => {
+                let server = RedisServer::start().context("starting a private redis-server")?;
+                config.redis.url = Some(Secret::new(server.url()));
+                Some(server)
+            }
+        };
+        let sim = gantry_sim::spawn(SimConfig {
+            listen: config.sim.listen,
+            api_key: config.sim.api_key.expose().to_owned(),
+            task_duration_ms: config.sim.task_duration_ms,
+            duration_jitter_ms: config.sim.duration_jitter_ms,
+            ..SimConfig::default()
+        })
+        .await
+        .with_context(|| format!("starting the simulator on {}", config.sim.listen))?;
+        config.provider.grsai.base_url = sim.base_url();
+        config.provider.grsai.api_key = config.sim.api_key.clone();
+
+        let listener = TcpListener::bind(config.gateway.listen)
+            .await
+            .with_context(|| format!("binding the gateway to {}", config.gateway.listen))?;
+        let gateway_addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let mut services = JoinSet::new();
+        let (c, s) = (config.clone(), shutdown.clone());
+        services.spawn(async move { ("gateway", gantry_gateway::run(&c, listener, s).await) });
+        let (c, s) = (config.clone(), shutdown.clone());
+        services.spawn(async move { ("submitter", gantry_submitter::run(&c, s).await) });
+        let (c, s) = (config.clone(), shutdown.clone());
+        services.spawn(async move { ("poller", gantry_poller::run(&c, s).await) });
+        let (c, s) = (config.clone(), shutdown.clone());
+        services.spawn(async move { ("settlement", gantry_settlement::run(&c, s).await) });
+        Ok(Self {
+            config,
+            gateway_addr,
+            sim,
+            shutdown,
+            services,
+            _redis: redis,
+        })
+    }
+
+    /// `http://<gateway address>`.
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.gateway_addr)
+    }
+
+    /// Waits until a service stops on its own (an error) or `stop` is cancelled, then stops everything.
+    pub async fn serve_until(mut self, stop: CancellationToken) -> anyhow::Result<()> {
+        let first = tokio::select! {
+            _ = stop.cancelled() => None,
+            done = self.services.join_next() => done,
+        };
+        self.shutdown().await?;
+        match first {
+            Some(Ok((name, Err(e)))) => Err(e.context(format!("{name} stopped"))),
+            Some(Ok((name, Ok(())))) => anyhow::bail!("{name} stopped unexpectedly"),
+            Some(Err(e)) => Err(anyhow::anyhow!("a service panicked: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops every service and waits for them.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        while let Some(done) = self.services.join_next().await {
+            if let Ok((name, Err(e))) = done {
+                tracing::error!(service = name, error = %e, "service failed");
+            }
+        }
+        Ok(())
+    }
+}

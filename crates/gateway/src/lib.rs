@@ -1,0 +1,51 @@
+//! The gateway: Gantry's REST API for the web app (v1), the admin API, health checks and the live progress
+//! stream. Routes live in `routes/`, one module per resource; errors map to HTTP in `error.rs` only.
+
+mod auth;
+mod error;
+mod routes;
+mod trace;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::{extract::DefaultBodyLimit, middleware, Router};
+use gantry_core::{Config, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    store: Store,
+    config: Arc<Config>,
+}
+
+/// Serves the gateway on `listener` until `shutdown`, then drains open requests.
+pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = Store::from_config(config).await?;
+    let state = AppState {
+        store,
+        config: Arc::new(config.clone()),
+    };
+    let app = router(state);
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("serving the gateway")
+}
+
+fn router(state: AppState) -> Router {
+    let body_limit = state.config.gateway.max_body_bytes;
+    routes::routes()
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(trace::trace_id))
+        .with_state(state)
+}
+
+impl AppState {
+    fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.config.gateway.sse_keepalive_secs.max(1))
+    }
+}

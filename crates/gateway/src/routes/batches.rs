@@ -1,0 +1,98 @@
+//! Batches: create (validate, freeze credits, queue), read, list.
+
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, Path, Query, State},
+    http::{header, StatusCode},
+    response::IntoResponse,
+    Json,
+};
+use gantry_core::{
+    ids,
+    model::{now_ms, BatchView},
+    store::Reservation,
+    validate::{validate_batch, Limits},
+};
+
+use super::{list_object, PageQuery};
+use crate::{
+    auth::Tenant,
+    error::{ApiError, ApiResult},
+    AppState,
+};
+
+/// Turns a request body into JSON, with 413 for an oversized body and 400 for anything unparsable.
+pub(crate) fn json_body(body: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<serde_json::Value> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+}
+
+/// `POST /v1/batches`: 202 with the batch; nothing is written unless the whole batch is valid and paid for.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let gateway = &state.config.gateway;
+    let body = json_body(body, gateway.max_body_bytes)?;
+    let limits = Limits {
+        max_tasks: gateway.max_tasks_per_batch,
+    };
+    let batch = validate_batch(&body, &limits, &state.config.prices).map_err(ApiError::Validation)?;
+    let batch_id = ids::new_batch_id();
+    let cost = batch.cost();
+    let now = now_ms();
+    match state.store.reserve(&tenant, &batch_id, cost, now).await? {
+        Reservation::Reserved { .. } => {}
+        Reservation::InsufficientCredits { balance } => {
+            return Err(ApiError::InsufficientCredits {
+                needed: cost,
+                balance,
+            });
+        }
+    }
+    state.store.create_batch(&tenant, &batch_id, &batch, now).await?;
+    let view = state
+        .store
+        .batch(&batch_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("batch vanished".into()))?;
+    tracing::info!(batch.id = %batch_id, tasks = batch.tasks.len(), cost, "batch accepted");
+    let location = format!("/v1/batches/{batch_id}");
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(view)))
+}
+
+/// `GET /v1/batches/{id}`.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BatchView>> {
+    Ok(Json(
+        state
+            .store
+            .tenant_batch(&tenant, &id)
+            .await?
+            .ok_or(ApiError::NotFound)?,
+    ))
+}
+
+/// `GET /v1/batches?limit=&after=`: newest first.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let page = state
+        .store
+        .list_batches(&tenant, query.limit()?, query.after.as_deref())
+        .await?;
+    Ok(Json(list_object(page.data, page.has_more, |b| &b.id)))
+}

@@ -1,0 +1,133 @@
+//! `GET /v1/batches/{id}/events`: the live progress of a batch as server-sent events.
+//!
+//! Every state change writes an entry to the batch's event stream in Redis (inside the transition's script), so
+//! the entry ids are the SSE `id:`s: a client that reconnects with `Last-Event-ID` resumes right after the last
+//! event it saw. The response ends after the batch's final `batch.updated` (completed or cancelled).
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::{Path, State},
+    http::HeaderMap,
+    response::sse::{Event, KeepAlive, Sse},
+};
+use futures::{stream, Stream, StreamExt};
+use gantry_core::{model::BatchStatus, Store};
+use redis::{
+    aio::ConnectionManager,
+    streams::{StreamReadOptions, StreamReadReply},
+    AsyncCommands,
+};
+
+use crate::{
+    auth::Tenant,
+    error::{ApiError, ApiResult},
+    AppState,
+};
+
+const READ_BLOCK: Duration = Duration::from_secs(5);
+
+struct Cursor {
+    conn: ConnectionManager,
+    store: Store,
+    key: String,
+    batch_id: String,
+    last_id: String,
+    done: bool,
+}
+
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    state
+        .store
+        .tenant_batch(&tenant, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_stream_id(v))
+        .unwrap_or("0-0")
+        .to_owned();
+    let cursor = Cursor {
+        conn: state.store.blocking_connection(READ_BLOCK).await?,
+        key: state.store.keys().batch_events(&id),
+        store: state.store.clone(),
+        batch_id: id,
+        last_id,
+        done: false,
+    };
+    let events = stream::unfold(cursor, |mut cursor| async move {
+        if cursor.done {
+            return None;
+        }
+        let events = cursor.read().await;
+        Some((stream::iter(events.into_iter().map(Ok)), cursor))
+    })
+    .flatten();
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.keepalive())))
+}
+
+impl Cursor {
+    /// The next events (possibly none, after a quiet read); marks the cursor done after the final one.
+    async fn read(&mut self) -> Vec<Event> {
+        let options = StreamReadOptions::default()
+            .count(100)
+            .block(usize::try_from(READ_BLOCK.as_millis()).unwrap_or(5000));
+        let reply: Result<Option<StreamReadReply>, _> = self
+            .conn
+            .xread_options(&[&self.key], &[&self.last_id], &options)
+            .await;
+        let entries = match reply {
+            Ok(reply) => reply
+                .into_iter()
+                .flat_map(|r| r.keys)
+                .flat_map(|k| k.ids)
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading batch events failed; closing the stream");
+                self.done = true;
+                return Vec::new();
+            }
+        };
+        if entries.is_empty() {
+            // Quiet: if the batch is final and its last event was trimmed away, end here.
+            if let Ok(Some(batch)) = self.store.batch(&self.batch_id).await {
+                self.done = batch.status.is_final();
+            }
+            return Vec::new();
+        }
+        let mut events = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let kind: String = entry.get("type").unwrap_or_default();
+            let data: String = entry.get("data").unwrap_or_default();
+            if kind == "batch.updated" && is_final(&data) {
+                self.done = true;
+            }
+            events.push(Event::default().id(&entry.id).event(kind).data(data));
+            self.last_id = entry.id;
+        }
+        events
+    }
+}
+
+fn is_final(data: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| {
+            v.get("status")
+                .and_then(|s| s.as_str())
+                .and_then(BatchStatus::parse)
+        })
+        .is_some_and(BatchStatus::is_final)
+}
+
+fn is_stream_id(v: &str) -> bool {
+    let mut parts = v.split('-');
+    let ok = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}

@@ -1,0 +1,72 @@
+//! The routes, one module per resource. `proto-docs/openapi.yaml` documents each of them; a test compares the
+//! two lists.
+
+mod admin;
+mod batches;
+mod credits;
+mod events;
+mod health;
+mod tasks;
+
+use axum::{
+    routing::{get, post},
+    Router,
+};
+use serde::Deserialize;
+
+use crate::{error::ApiError, AppState};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/batches", post(batches::create).get(batches::list))
+        .route("/v1/batches/{id}", get(batches::get))
+        .route("/v1/batches/{id}/tasks", get(tasks::list))
+        .route("/v1/batches/{id}/events", get(events::stream))
+        .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/credits", get(credits::get))
+        .route("/admin/v1/tenants", post(admin::create_tenant))
+        .route("/admin/v1/tenants/{id}/credits", post(admin::grant))
+}
+
+/// `limit` and `after` of a list endpoint.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PageQuery {
+    limit: Option<String>,
+    after: Option<String>,
+    status: Option<String>,
+}
+
+pub(crate) const DEFAULT_LIMIT: usize = 20;
+pub(crate) const MAX_LIMIT: usize = 100;
+
+impl PageQuery {
+    fn limit(&self) -> Result<usize, ApiError> {
+        match &self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(raw) => raw
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=MAX_LIMIT).contains(l))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
+                }),
+        }
+    }
+}
+
+/// The list object every list endpoint returns.
+pub(crate) fn list_object<T: serde::Serialize>(
+    data: Vec<T>,
+    has_more: bool,
+    id: impl Fn(&T) -> &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "object": "list",
+        "first_id": data.first().map(&id),
+        "last_id": data.last().map(&id),
+        "has_more": has_more,
+        "data": data,
+    })
+}

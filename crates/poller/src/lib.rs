@@ -1,0 +1,199 @@
+//! The poller: claims due tasks from the poll schedules (a claim leases the task, so no two pollers poll it at
+//! once), asks the provider for their status with at most `poller.concurrency` calls in flight, and records
+//! progress, success or failure. It waits for the next due time instead of spinning when nothing is due.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use gantry_core::{
+    model::now_ms,
+    store::{Outcome, PollTarget},
+    Config, Store,
+};
+use gantry_provider::{Provider, ProviderError, RemoteStatus};
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Runs a poller until `shutdown`, then finishes the polls in flight.
+pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = Store::from_config(config).await?;
+    let provider = gantry_core::provider_from_config(config)?;
+    let poller = Arc::new(Poller {
+        store,
+        provider,
+        config: config.clone(),
+    });
+    let permits = Arc::new(Semaphore::new(config.poller.concurrency));
+    let partitions = poller.store.keys().partitions();
+    let mut in_flight = JoinSet::new();
+    let mut offset = 0;
+    tracing::info!("poller started");
+    while !shutdown.is_cancelled() {
+        while in_flight.try_join_next().is_some() {}
+        let free = permits.available_permits();
+        if free == 0 {
+            // Every slot is busy: wait for one to free up.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = in_flight.join_next() => continue,
+            }
+        }
+        let claimed = match poller.claim(offset, free).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming due polls failed");
+                wait(&shutdown, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        // Start from another partition next time, so none is favoured.
+        offset = (offset + 1) % partitions;
+        if claimed.is_empty() {
+            let pause = poller.idle_pause().await;
+            wait(&shutdown, pause).await;
+            continue;
+        }
+        for task_id in claimed {
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .context("semaphore closed")?;
+            let poller = poller.clone();
+            in_flight.spawn(async move {
+                let span = tracing::info_span!("poll", task.id = %task_id);
+                if let Err(e) = poller.poll(&task_id).instrument(span).await {
+                    // The claim lease expires and the task is polled again.
+                    tracing::error!(task.id = %task_id, error = %e, "poll failed");
+                }
+                drop(permit);
+            });
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+    tracing::info!("poller stopped");
+    Ok(())
+}
+
+async fn wait(shutdown: &CancellationToken, pause: Duration) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(pause) => {}
+    }
+}
+
+struct Poller {
+    store: Store,
+    provider: Arc<dyn Provider>,
+    config: Config,
+}
+
+impl Poller {
+    async fn claim(&self, offset: u32, max: usize) -> anyhow::Result<Vec<String>> {
+        let partitions = self.store.keys().partitions();
+        let now = now_ms();
+        let mut claimed = Vec::new();
+        for i in 0..partitions {
+            if claimed.len() >= max {
+                break;
+            }
+            let p = (offset + i) % partitions;
+            let lease = self.config.poller.claim_lease_ms;
+            claimed.extend(self.store.claim_polls(p, now, lease, max - claimed.len()).await?);
+        }
+        Ok(claimed)
+    }
+
+    /// How long to wait when nothing is due: until the next due time, at most `idle_wait_ms`.
+    async fn idle_pause(&self) -> Duration {
+        let longest = self.config.poller.idle_wait_ms;
+        let until_due = match self.store.next_poll_due().await {
+            Ok(Some(due)) => due.saturating_sub(now_ms()),
+            Ok(None) | Err(_) => longest,
+        };
+        Duration::from_millis(until_due.clamp(1, longest))
+    }
+
+    async fn poll(&self, task_id: &str) -> anyhow::Result<()> {
+        let Some(target) = self.store.poll_target(task_id).await? else {
+            self.store.unschedule_poll(task_id).await?;
+            return Ok(());
+        };
+        if target.status != "running" {
+            // Finished meanwhile (or not started): nothing to ask the provider.
+            self.store.unschedule_poll(task_id).await?;
+            return Ok(());
+        }
+        let answer = self.provider.status(&target.remote_id).await;
+        let now = now_ms();
+        let next = now + self.config.poller.interval_ms;
+        match answer {
+            Ok(RemoteStatus::Pending) => self.reschedule(task_id, &target, target.progress, next).await,
+            Ok(RemoteStatus::Running { progress }) => self.reschedule(task_id, &target, progress, next).await,
+            Ok(RemoteStatus::Succeeded {
+                video_url,
+                last_frame_url,
+            }) => {
+                self.finish(
+                    task_id,
+                    &target,
+                    Outcome::Succeeded {
+                        video_url,
+                        last_frame_url,
+                    },
+                )
+                .await
+            }
+            Ok(RemoteStatus::Failed { code, message }) => {
+                self.finish(
+                    task_id,
+                    &target,
+                    Outcome::Failed {
+                        code: code.as_str().into(),
+                        message,
+                    },
+                )
+                .await
+            }
+            Err(e @ ProviderError::Rejected { .. }) => {
+                tracing::warn!(error = %e, "provider refused the status call");
+                self.finish(
+                    task_id,
+                    &target,
+                    Outcome::Failed {
+                        code: "provider_error".into(),
+                        message: e.to_string(),
+                    },
+                )
+                .await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "status call failed; polling again later");
+                self.reschedule(task_id, &target, target.progress, next).await
+            }
+        }
+    }
+
+    async fn reschedule(
+        &self,
+        task_id: &str,
+        target: &PollTarget,
+        progress: u8,
+        next: u64,
+    ) -> anyhow::Result<()> {
+        self.store
+            .poll_update(task_id, target.attempt, progress, now_ms(), next)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish(&self, task_id: &str, target: &PollTarget, outcome: Outcome) -> anyhow::Result<()> {
+        let applied = self
+            .store
+            .finish_task(task_id, Some(target.attempt), &outcome, now_ms())
+            .await?;
+        tracing::info!(applied, outcome = ?outcome, "task finished");
+        Ok(())
+    }
+}

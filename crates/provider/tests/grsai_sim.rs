@@ -1,0 +1,187 @@
+//! The Grsai client against the provider simulator over real HTTP, one simulator per test on port 0.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use gantry_provider::{
+    CreateRequest, FailureCode, GrsaiClient, GrsaiConfig, Model, Provider, ProviderError, RemoteStatus,
+};
+use gantry_sim::{SimConfig, SimHandle};
+use secrecy::SecretString;
+use tokio::time::Instant;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+async fn start_sim(poll_latency_ms: u64) -> SimHandle {
+    gantry_sim::spawn(SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        task_duration_ms: 50,
+        poll_latency_ms,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn client(sim: &SimHandle, key: &str, timeout: Duration) -> GrsaiClient {
+    GrsaiClient::new(GrsaiConfig {
+        base_url: sim.base_url(),
+        api_key: SecretString::from(key),
+        timeout,
+    })
+    .unwrap()
+}
+
+fn request(model: Model, prompt: &str) -> CreateRequest {
+    CreateRequest {
+        model,
+        prompt: prompt.to_owned(),
+        aspect_ratio: "9:16".to_owned(),
+        duration: (model == Model::Sora2).then_some(10),
+        reference_image_urls: Vec::new(),
+        first_frame_url: Some("http://img/first.png".to_owned()),
+        last_frame_url: None,
+        webhook_url: None,
+    }
+}
+
+/// Polls until the task is neither pending nor running.
+async fn wait_for_end(client: &GrsaiClient, id: &str) -> RemoteStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match client.status(id).await.unwrap() {
+            RemoteStatus::Pending | RemoteStatus::Running { .. } => {}
+            end => return end,
+        }
+        assert!(Instant::now() < deadline, "task {id} never ended");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+#[tokio::test]
+async fn sora_and_veo_tasks_succeed() {
+    let sim = start_sim(0).await;
+    let client = client(&sim, sim.api_key(), Duration::from_secs(5));
+    assert_eq!(client.name(), "grsai");
+    for model in [Model::Sora2, Model::Veo31Fast, Model::Veo31Pro] {
+        let id = client
+            .create(&request(model, "a lighthouse at dusk"))
+            .await
+            .unwrap();
+        // The first answer may already be the end on a slow machine; either way it is a known state.
+        let first = client.status(&id).await.unwrap();
+        assert!(
+            matches!(
+                first,
+                RemoteStatus::Running { .. } | RemoteStatus::Succeeded { .. }
+            ),
+            "{first:?}"
+        );
+        let end = wait_for_end(&client, &id).await;
+        let base = sim.base_url();
+        assert_eq!(
+            end,
+            RemoteStatus::Succeeded {
+                video_url: format!("{base}/videos/{id}.mp4"),
+                last_frame_url: Some(format!("{base}/frames/{id}-last.jpg")),
+            },
+            "{model}"
+        );
+    }
+    let stats = sim.stats();
+    let models: Vec<&str> = stats.tasks.iter().map(|task| task.model.as_str()).collect();
+    assert_eq!(models, ["sora-2", "veo3.1-fast", "veo3.1-pro"]);
+    assert!(stats
+        .tasks
+        .iter()
+        .all(|task| task.first_frame_url.as_deref() == Some("http://img/first.png")));
+}
+
+#[tokio::test]
+async fn forced_failures_map_to_failure_codes() {
+    let sim = start_sim(0).await;
+    let client = client(&sim, sim.api_key(), Duration::from_secs(5));
+    let cases = [
+        ("x [sim:fail]", FailureCode::ProviderError, "simulated failure"),
+        (
+            "x [sim:moderation]",
+            FailureCode::InputModeration,
+            "simulated input moderation",
+        ),
+        (
+            "x [sim:output-moderation]",
+            FailureCode::OutputModeration,
+            "simulated output moderation",
+        ),
+    ];
+    for (prompt, code, message) in cases {
+        let id = client.create(&request(Model::Veo31Fast, prompt)).await.unwrap();
+        let end = wait_for_end(&client, &id).await;
+        assert_eq!(
+            end,
+            RemoteStatus::Failed {
+                code,
+                message: message.to_owned()
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn rejected_create_is_permanent() {
+    let sim = start_sim(0).await;
+    let client = client(&sim, sim.api_key(), Duration::from_secs(5));
+    let error = client
+        .create(&request(Model::Sora2, "x [sim:reject]"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Rejected { status: 400, message } if message == "simulated rejection")
+    );
+    assert!(!error.is_retryable());
+}
+
+#[tokio::test]
+async fn wrong_api_key_is_rejected_with_401() {
+    let sim = start_sim(0).await;
+    let client = client(&sim, "not-the-key", Duration::from_secs(5));
+    let error = client.create(&request(Model::Sora2, "a cat")).await.unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Rejected { status: 401, .. }),
+        "{error:?}"
+    );
+    let error = client.status("sim-1").await.unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Rejected { status: 401, .. }),
+        "{error:?}"
+    );
+    assert!(sim.stats().tasks.is_empty());
+}
+
+#[tokio::test]
+async fn unknown_id_is_pending() {
+    let sim = start_sim(0).await;
+    let client = client(&sim, sim.api_key(), Duration::from_secs(5));
+    assert_eq!(
+        client.status("no-such-task").await.unwrap(),
+        RemoteStatus::Pending
+    );
+}
+
+#[tokio::test]
+async fn slow_answers_and_dead_servers_are_transient() {
+    let sim = start_sim(2_000).await;
+    let client = client(&sim, sim.api_key(), Duration::from_millis(100));
+    let error = client.status("sim-1").await.unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Transient(message) if message.starts_with("timed out")),
+        "{error:?}"
+    );
+
+    sim.shutdown().await.unwrap();
+    let error = client.create(&request(Model::Sora2, "a cat")).await.unwrap_err();
+    assert!(matches!(error, ProviderError::Transient(_)), "{error:?}");
+    assert!(error.is_retryable());
+}

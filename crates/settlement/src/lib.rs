@@ -1,0 +1,106 @@
+//! Settlement: once every task of a batch is terminal, charges the succeeded tasks and refunds the rest,
+//! exactly once. Both steps are idempotent (the tenant step is keyed by batch id, the batch step checks the batch
+//! is still `settling`), so a message delivered twice changes nothing the second time.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use gantry_core::{
+    consumer::{Consumer, ConsumerOptions, Delivery},
+    messages::Message,
+    model::now_ms,
+    store::Settlement,
+    Config, Store,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// The consumer group of the settle streams.
+pub const GROUP: &str = "settlement";
+
+/// Runs settlement until `shutdown`.
+pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = Store::from_config(config).await?;
+    let streams = (0..store.keys().partitions())
+        .map(|p| store.keys().settle_stream(p))
+        .collect();
+    let options = ConsumerOptions {
+        count: 32,
+        block: Duration::from_millis(config.settlement.block_ms),
+        claim_idle: Duration::from_secs(60),
+    };
+    let mut consumer = Consumer::join(&store, GROUP, streams, options)
+        .await
+        .context("joining the settle streams")?;
+    tracing::info!(consumer = consumer.name(), "settlement started");
+    while !shutdown.is_cancelled() {
+        let deliveries = match consumer.next().await {
+            Ok(deliveries) => deliveries,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the settle streams failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        for delivery in deliveries {
+            handle(&store, &delivery).await;
+        }
+    }
+    consumer.leave().await;
+    tracing::info!("settlement stopped");
+    Ok(())
+}
+
+async fn handle(store: &Store, delivery: &Delivery) {
+    let done = match &delivery.message {
+        Ok(Message::SettleBatch { batch_id }) => {
+            settle(store, batch_id)
+                .instrument(tracing::info_span!("settle", batch.id = %batch_id))
+                .await
+        }
+        Ok(other) => {
+            tracing::error!(message = ?other, "unexpected message on a settle stream");
+            Ok(())
+        }
+        Err(why) => {
+            tracing::error!(id = %delivery.id, error = %why, "malformed settle message dropped");
+            Ok(())
+        }
+    };
+    match done {
+        Ok(()) => {
+            if let Err(e) = store.ack(&delivery.stream, GROUP, &delivery.id).await {
+                tracing::warn!(error = %e, "ack failed; the message will be delivered again");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "settlement failed; left pending for redelivery"),
+    }
+}
+
+async fn settle(store: &Store, batch_id: &str) -> anyhow::Result<()> {
+    let Some((tenant_id, status, cost, succeeded_cost)) = store.settlement_input(batch_id).await? else {
+        tracing::error!("settle message for a batch that does not exist");
+        return Ok(());
+    };
+    if status != "settling" {
+        tracing::debug!(status, "batch is not settling; duplicate message ignored");
+        return Ok(());
+    }
+    let (charged, refunded) = match store.settle(&tenant_id, batch_id, succeeded_cost).await? {
+        Settlement::Settled { charged, refunded } => {
+            tracing::info!(tenant.id = %tenant_id, charged, refunded, "batch settled");
+            (charged, refunded)
+        }
+        Settlement::AlreadySettled { charged, refunded } => (charged, refunded),
+        Settlement::NoReservation => {
+            tracing::error!(tenant.id = %tenant_id, cost, "no reservation for this batch; nothing to settle");
+            (0, 0)
+        }
+    };
+    store
+        .settle_finalize(batch_id, charged, refunded, now_ms())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! A simulator of the Grsai video API, as a real HTTP server.
+//!
+//! It speaks the endpoints Gantry uses (`/v1/video/sora-video`, `/v1/video/veo`, `/v1/draw/result`), keeps tasks in
+//! memory and finishes each one a configurable time after it was created. Markers in the prompt force an outcome:
+//!
+//! | marker | effect |
+//! | --- | --- |
+//! | `[sim:reject]` | the create call answers HTTP 400 |
+//! | `[sim:fail]` | the task fails with `failure_reason: "error"` |
+//! | `[sim:moderation]` | the task fails with `failure_reason: "input_moderation"` |
+//! | `[sim:output-moderation]` | the task fails with `failure_reason: "output_moderation"` |
+//! | `[sim:never]` | the task runs forever, progress capped at 99 |
+//!
+//! Besides the API it serves `GET /sim/stats` and `POST /sim/reset` (no auth) for tests, and tiny placeholder files
+//! under `/videos/<id>.mp4` and `/frames/<id>-last.jpg`. Webhooks are accepted but never called back.
+//!
+//! [`run`] serves on a listener until a [`CancellationToken`] is cancelled; [`spawn`] does the same in the background
+//! and hands back a [`SimHandle`] for tests.
+
+use std::{io, net::SocketAddr, sync::Arc};
+
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+mod api;
+mod state;
+mod stats;
+mod wire;
+
+pub use stats::{SimStats, SimTaskInfo};
+
+use state::Sim;
+
+/// Settings of one simulator instance.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct SimConfig {
+    /// Where [`spawn`] binds; port 0 picks a free port. Ignored by [`run`], which is handed a listener.
+    pub listen: SocketAddr,
+    /// The key requests must present as `Authorization: Bearer <api_key>`.
+    pub api_key: String,
+    /// How long a task takes to finish after it was created.
+    pub task_duration_ms: u64,
+    /// A uniform random extra `0..=duration_jitter_ms` added to each task's duration.
+    pub duration_jitter_ms: u64,
+    /// How long each `/v1/draw/result` call waits before answering (lets tests observe concurrent polls).
+    pub poll_latency_ms: u64,
+    /// Base of the fake result URLs; `None` means `http://<bound address>`.
+    pub public_base_url: Option<String>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            api_key: "sim-key".to_owned(),
+            task_duration_ms: 3000,
+            duration_jitter_ms: 0,
+            poll_latency_ms: 0,
+            public_base_url: None,
+        }
+    }
+}
+
+/// Runs the simulator on `listener` until `shutdown` is cancelled.
+pub async fn run(config: SimConfig, listener: TcpListener, shutdown: CancellationToken) -> io::Result<()> {
+    let sim = Arc::new(Sim::new(config, listener.local_addr()?));
+    serve(sim, listener, shutdown).await
+}
+
+/// Binds `config.listen` (port 0 allowed) and runs the simulator in the background on the current tokio runtime.
+pub async fn spawn(config: SimConfig) -> io::Result<SimHandle> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let sim = Arc::new(Sim::new(config, addr));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve(Arc::clone(&sim), listener, shutdown.clone()));
+    Ok(SimHandle {
+        addr,
+        sim,
+        shutdown,
+        task: Some(task),
+    })
+}
+
+async fn serve(sim: Arc<Sim>, listener: TcpListener, shutdown: CancellationToken) -> io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, base_url = %sim.base_url(), "provider simulator listening");
+    axum::serve(listener, api::router(sim))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    tracing::info!(%addr, "provider simulator stopped");
+    Ok(())
+}
+
+/// A simulator running in the background; dropping it stops the server.
+#[derive(Debug)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    sim: Arc<Sim>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl SimHandle {
+    /// The address the simulator is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`, the base URL a Grsai client should use.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The API key the simulator expects.
+    pub fn api_key(&self) -> &str {
+        &self.sim.config().api_key
+    }
+
+    /// A snapshot of the counters and tasks, read in process.
+    pub fn stats(&self) -> SimStats {
+        self.sim.stats()
+    }
+
+    /// Forgets all tasks and clears the counters, like `POST /sim/reset`.
+    pub fn reset(&self) {
+        self.sim.reset();
+    }
+
+    /// Stops the server and waits for in-flight requests to finish.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        self.shutdown.cancel();
+        match self.task.take() {
+            Some(task) => task.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

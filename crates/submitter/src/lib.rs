@@ -1,0 +1,183 @@
+//! The submitter: reads the submit streams, creates each task at the provider, records the remote id and
+//! schedules the first poll. A message is acknowledged only once its effect is in Redis.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use gantry_core::{
+    consumer::{Consumer, ConsumerOptions, Delivery},
+    messages::Message,
+    model::now_ms,
+    store::{Claim, Outcome},
+    Config, Store,
+};
+use gantry_provider::{CreateRequest, Model, Provider, ProviderError};
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// The consumer group of the submit streams.
+pub const GROUP: &str = "submitter";
+
+/// Runs a submitter until `shutdown`, then finishes the creates in flight.
+pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = Store::from_config(config).await?;
+    let provider = gantry_core::provider_from_config(config)?;
+    let streams = (0..store.keys().partitions())
+        .map(|p| store.keys().submit_stream(p))
+        .collect();
+    let options = ConsumerOptions {
+        count: config.submitter.read_count,
+        block: Duration::from_millis(config.submitter.block_ms),
+        claim_idle: Duration::from_millis(config.submitter.lease_ms),
+    };
+    let mut consumer = Consumer::join(&store, GROUP, streams, options)
+        .await
+        .context("joining the submit streams")?;
+    tracing::info!(consumer = consumer.name(), "submitter started");
+    let worker = Arc::new(Worker {
+        store,
+        provider,
+        config: config.clone(),
+    });
+    let permits = Arc::new(Semaphore::new(config.submitter.concurrency));
+    let mut in_flight = JoinSet::new();
+    while !shutdown.is_cancelled() {
+        let deliveries = match consumer.next().await {
+            Ok(deliveries) => deliveries,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the submit streams failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        for delivery in deliveries {
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .context("semaphore closed")?;
+            let worker = worker.clone();
+            in_flight.spawn(async move {
+                worker.handle(delivery).await;
+                drop(permit);
+            });
+        }
+        while in_flight.try_join_next().is_some() {}
+    }
+    while in_flight.join_next().await.is_some() {}
+    consumer.leave().await;
+    tracing::info!("submitter stopped");
+    Ok(())
+}
+
+struct Worker {
+    store: Store,
+    provider: Arc<dyn Provider>,
+    config: Config,
+}
+
+impl Worker {
+    async fn handle(&self, delivery: Delivery) {
+        let done = match &delivery.message {
+            Ok(Message::SubmitTask { task_id, batch_id }) => {
+                let span = tracing::info_span!("submit", task.id = %task_id, batch.id = %batch_id);
+                self.submit(task_id).instrument(span).await
+            }
+            Ok(other) => {
+                tracing::error!(message = ?other, "unexpected message on a submit stream");
+                Ok(())
+            }
+            Err(why) => {
+                tracing::error!(id = %delivery.id, error = %why, "malformed submit message dropped");
+                Ok(())
+            }
+        };
+        match done {
+            Ok(()) => {
+                if let Err(e) = self.store.ack(&delivery.stream, GROUP, &delivery.id).await {
+                    tracing::warn!(error = %e, "ack failed; the message will be delivered again");
+                }
+            }
+            // Not acknowledged: the message stays pending and is taken over after the lease.
+            Err(e) => tracing::error!(error = %e, "submit failed; left pending for redelivery"),
+        }
+    }
+
+    async fn submit(&self, task_id: &str) -> anyhow::Result<()> {
+        let claim = self
+            .store
+            .claim_submit(task_id, now_ms(), self.config.submitter.lease_ms)
+            .await?;
+        let (attempt, model, spec, chain_first_frame) = match claim {
+            Claim::Claimed {
+                attempt,
+                model,
+                spec,
+                chain_first_frame,
+            } => (attempt, model, spec, chain_first_frame),
+            Claim::Skip(status) => {
+                tracing::debug!(status, "nothing to submit");
+                return Ok(());
+            }
+        };
+        let Some(model) = Model::parse(&model) else {
+            let outcome = Outcome::Failed {
+                code: "rejected".into(),
+                message: format!("unknown model {model}"),
+            };
+            self.store
+                .finish_task(task_id, Some(attempt), &outcome, now_ms())
+                .await?;
+            return Ok(());
+        };
+        let mut request = CreateRequest {
+            model,
+            prompt: spec.prompt,
+            aspect_ratio: spec.aspect_ratio,
+            duration: spec.duration,
+            reference_image_urls: spec.reference_image_urls,
+            first_frame_url: spec.first_frame_url,
+            last_frame_url: spec.last_frame_url,
+            webhook_url: None,
+        };
+        if let Some(frame) = chain_first_frame {
+            // Visual continuity: Veo starts from the previous shot's last frame; Sora takes it as its reference.
+            match model {
+                Model::Sora2 => request.reference_image_urls = vec![frame],
+                Model::Veo31Fast | Model::Veo31Pro => request.first_frame_url = Some(frame),
+            }
+        }
+        match self.provider.create(&request).await {
+            Ok(remote_id) => {
+                let now = now_ms();
+                let first_poll = now + self.config.poller.first_poll_delay_ms;
+                if !self
+                    .store
+                    .mark_running(task_id, attempt, &remote_id, now, first_poll)
+                    .await?
+                {
+                    tracing::warn!(remote.id = %remote_id, "task moved on while it was created; result ignored");
+                }
+                tracing::info!(remote.id = %remote_id, attempt, "task created at the provider");
+            }
+            Err(e) => {
+                let code = match e {
+                    ProviderError::Rejected { .. } => "rejected",
+                    ProviderError::RateLimited { .. } | ProviderError::Transient(_) => "provider_error",
+                };
+                tracing::warn!(error = %e, attempt, "provider create failed");
+                let outcome = Outcome::Failed {
+                    code: code.into(),
+                    message: e.to_string(),
+                };
+                self.store
+                    .finish_task(task_id, Some(attempt), &outcome, now_ms())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
