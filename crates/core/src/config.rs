@@ -119,6 +119,7 @@ pub struct SimSection {
     pub api_key: Secret,
     pub task_duration_ms: u64,
     pub duration_jitter_ms: u64,
+    pub poll_latency_ms: u64,
 }
 
 /// The price list, in credits.

@@ -120,17 +120,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_sim(config: &Config) -> anyhow::Result<()> {
-    let sim = gantry_sim::SimConfig {
-        listen: config.sim.listen,
-        api_key: config.sim.api_key.expose().to_owned(),
-        task_duration_ms: config.sim.task_duration_ms,
-        duration_jitter_ms: config.sim.duration_jitter_ms,
-        ..gantry_sim::SimConfig::default()
-    };
+    let sim = crate::dev::sim_config(config);
     let listener = TcpListener::bind(sim.listen)
         .await
         .with_context(|| format!("binding sim.listen = {}", sim.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "simulator listening");
     gantry_sim::run(sim, listener, shutdown_signal()).await?;
     Ok(())
 }

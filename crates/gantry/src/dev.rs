@@ -10,6 +10,18 @@ use gantry_testkit::RedisServer;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
+/// The simulator settings of a Gantry configuration.
+pub fn sim_config(config: &Config) -> SimConfig {
+    SimConfig {
+        listen: config.sim.listen,
+        api_key: config.sim.api_key.expose().to_owned(),
+        task_duration_ms: config.sim.task_duration_ms,
+        duration_jitter_ms: config.sim.duration_jitter_ms,
+        poll_latency_ms: config.sim.poll_latency_ms,
+        ..SimConfig::default()
+    }
+}
+
 /// A running local stack; dropping it stops Redis (if private) and the simulator.
 pub struct DevStack {
     pub config: Config,
@@ -32,15 +44,9 @@ impl DevStack {
                 Some(server)
             }
         };
-        let sim = gantry_sim::spawn(SimConfig {
-            listen: config.sim.listen,
-            api_key: config.sim.api_key.expose().to_owned(),
-            task_duration_ms: config.sim.task_duration_ms,
-            duration_jitter_ms: config.sim.duration_jitter_ms,
-            ..SimConfig::default()
-        })
-        .await
-        .with_context(|| format!("starting the simulator on {}", config.sim.listen))?;
+        let sim = gantry_sim::spawn(sim_config(&config))
+            .await
+            .with_context(|| format!("starting the simulator on {}", config.sim.listen))?;
         config.provider.grsai.base_url = sim.base_url();
         config.provider.grsai.api_key = config.sim.api_key.clone();
 

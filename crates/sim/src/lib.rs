@@ -17,7 +17,11 @@
 //! [`run`] serves on a listener until a [`CancellationToken`] is cancelled; [`spawn`] does the same in the background
 //! and hands back a [`SimHandle`] for tests.
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
 
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -45,7 +49,7 @@ pub struct SimConfig {
     pub duration_jitter_ms: u64,
     /// How long each `/v1/draw/result` call waits before answering (lets tests observe concurrent polls).
     pub poll_latency_ms: u64,
-    /// Base of the fake result URLs; `None` means `http://<bound address>`.
+    /// Base of the fake result URLs; `None` means `http://<bound address>` (loopback if bound to `0.0.0.0`).
     pub public_base_url: Option<String>,
 }
 
@@ -108,9 +112,10 @@ impl SimHandle {
         self.addr
     }
 
-    /// `http://<addr>`, the base URL a Grsai client should use.
+    /// `http://<addr>`, the base URL a Grsai client should use (an unspecified IP such as `0.0.0.0` becomes
+    /// loopback).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        local_base_url(self.addr)
     }
 
     /// The API key the simulator expects.
@@ -141,5 +146,30 @@ impl SimHandle {
 impl Drop for SimHandle {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// `http://<addr>`, with an unspecified IP (`0.0.0.0`, `::`) replaced by loopback so the URL can be dialled.
+pub(crate) fn local_base_url(mut addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        let loopback = match addr {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        addr.set_ip(loopback);
+    }
+    format!("http://{addr}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_dials_loopback_for_unspecified_addresses() {
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("valid address");
+        assert_eq!(local_base_url(addr("0.0.0.0:8090")), "http://127.0.0.1:8090");
+        assert_eq!(local_base_url(addr("[::]:8090")), "http://[::1]:8090");
+        assert_eq!(local_base_url(addr("10.0.0.2:1")), "http://10.0.0.2:1");
     }
 }

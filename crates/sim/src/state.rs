@@ -135,7 +135,7 @@ impl Sim {
     pub(crate) fn new(config: SimConfig, addr: SocketAddr) -> Self {
         let base_url = match &config.public_base_url {
             Some(base) => base.trim_end_matches('/').to_owned(),
-            None => format!("http://{addr}"),
+            None => crate::local_base_url(addr),
         };
         Self {
             config,

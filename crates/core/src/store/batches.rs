@@ -140,6 +140,12 @@ impl Store {
         // One extra id tells whether more follow.
         let ids: Vec<String> = conn.zrevrange(&index, start, start + limit as isize).await?;
         let has_more = ids.len() > limit;
+        if ids.is_empty() {
+            return Ok(Page {
+                data: Vec::new(),
+                has_more,
+            });
+        }
         let mut pipe = redis::pipe();
         for id in ids.iter().take(limit) {
             pipe.hgetall(self.keys.batch(id));

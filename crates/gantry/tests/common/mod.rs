@@ -1,0 +1,139 @@
+//! Test support: a whole Gantry stack per test (its own redis-server on a free port, the simulator over real
+//! HTTP, all four services), driven over HTTP like the web app drives it.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use gantry::dev::DevStack;
+use gantry_core::{config::Secret, Config};
+use gantry_testkit::wait_for;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Fast settings: simulated tasks take a few hundred ms, polls are frequent, ports are picked by the system.
+pub fn test_config() -> Config {
+    let mut config = Config::load_from(None, Vec::new()).unwrap();
+    config.gateway.listen = ([127, 0, 0, 1], 0).into();
+    config.gateway.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    config.sim.listen = ([127, 0, 0, 1], 0).into();
+    config.sim.task_duration_ms = 300;
+    config.sim.duration_jitter_ms = 200;
+    config.poller.first_poll_delay_ms = 50;
+    config.poller.interval_ms = 50;
+    config.poller.idle_wait_ms = 100;
+    config.submitter.block_ms = 200;
+    config.settlement.block_ms = 200;
+    config
+}
+
+pub struct TestApp {
+    pub stack: DevStack,
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config();
+        tweak(&mut config);
+        let stack = DevStack::start(config).await.unwrap();
+        let base = stack.gateway_url();
+        Self {
+            stack,
+            http: reqwest::Client::new(),
+            base,
+        }
+    }
+
+    /// A direct connection to the stack's Redis, to look behind the API.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        let url = self.stack.config.redis.url.as_ref().unwrap().expose().to_owned();
+        redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a tenant through the admin API; returns (tenant id, api key).
+    pub async fn tenant(&self, credits: u64) -> (String, String) {
+        let (status, body) = self
+            .send(
+                self.http
+                    .post(format!("{}/admin/v1/tenants", self.base))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .json(&json!({"name": "acme", "credits": credits})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            body["tenant_id"].as_str().unwrap().into(),
+            body["api_key"].as_str().unwrap().into(),
+        )
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.get(format!("{}{path}", self.base)).bearer_auth(key))
+            .await
+    }
+
+    pub async fn post_batch(&self, key: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(
+            self.http
+                .post(format!("{}/v1/batches", self.base))
+                .bearer_auth(key)
+                .json(body),
+        )
+        .await
+    }
+
+    /// Submits a batch that must be accepted; returns its id.
+    pub async fn submit(&self, key: &str, body: &Value) -> String {
+        let (status, batch) = self.post_batch(key, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{batch}");
+        batch["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the batch is completed or cancelled and returns it.
+    pub async fn wait_final(&self, key: &str, batch_id: &str) -> Value {
+        wait_for("the batch to be final", Duration::from_secs(60), || async {
+            let (_, batch) = self.get(key, &format!("/v1/batches/{batch_id}")).await;
+            Ok(matches!(batch["status"].as_str(), Some("completed" | "cancelled")).then_some(batch))
+        })
+        .await
+        .unwrap()
+    }
+
+    pub async fn tasks(&self, key: &str, batch_id: &str) -> Vec<Value> {
+        let (status, list) = self
+            .get(key, &format!("/v1/batches/{batch_id}/tasks?limit=100"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        list["data"].as_array().unwrap().clone()
+    }
+
+    pub async fn credits(&self, key: &str) -> Value {
+        self.get(key, "/v1/credits").await.1
+    }
+}
+
+pub fn veo(prompt: &str) -> Value {
+    json!({"model": "veo3.1-fast", "prompt": prompt, "aspect_ratio": "16:9"})
+}
+
+pub fn sora(prompt: &str, duration: u32) -> Value {
+    json!({"model": "sora-2", "prompt": prompt, "aspect_ratio": "9:16", "duration": duration})
+}

@@ -1,0 +1,30 @@
+# Gantry's tasks. `just --list` shows them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() + "/target")
+
+default:
+    @just --list
+
+# Run the local stack, submit a six-shot batch and watch it settle (starts its own Redis and simulator).
+demo:
+    cargo build -q -p gantry
+    RUST_LOG="${RUST_LOG:-warn}" "$CARGO_TARGET_DIR/debug/gantry" demo
+
+# The whole test suite (needs redis-server on PATH; tests start their own on free ports).
+test:
+    cargo test --workspace --all-targets
+
+# Run every service and the simulator in one process (private Redis unless GANTRY__REDIS__URL is set).
+dev:
+    cargo run -q -p gantry -- dev
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Lint: rustfmt check and clippy with warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
