@@ -1,0 +1,363 @@
+//! The REST contract: validation with pointers, auth, tenant isolation, limits, lists, the live event stream.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{veo, TestApp, ADMIN_TOKEN};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn pointers(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_batches_get_422_with_every_pointer_and_create_nothing() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant(1000).await;
+    let cases = [
+        (json!({}), vec!["/tasks"]),
+        (json!({"tasks": []}), vec!["/tasks"]),
+        (json!({"mode": "serial", "tasks": [veo("a")]}), vec!["/mode"]),
+        (
+            json!({"tasks": [veo("a")], "metadata": {"k": 1}}),
+            vec!["/metadata/k"],
+        ),
+        (
+            json!({"tasks": [
+                {"model": "sora-2", "prompt": "p", "aspect_ratio": "1:1", "duration": 12,
+                 "reference_image_urls": ["https://a.test/1", "https://a.test/2"], "first_frame_url": "https://a.test/f"},
+                {"model": "veo3.1-fast", "prompt": "", "aspect_ratio": "16:9", "duration": 10, "last_frame_url": "not a url"},
+                {"model": "midjourney", "prompt": "p", "aspect_ratio": "16:9"},
+                {"model": "veo-pro", "aspect_ratio": "16:9", "reference_image_urls": ["https://a.test/1", "https://a.test/2", "https://a.test/3", "https://a.test/4"]},
+                {"model": "sora-2", "prompt": "x".repeat(4001), "aspect_ratio": "9:16"},
+            ]}),
+            vec![
+                "/tasks/0/aspect_ratio",
+                "/tasks/0/duration",
+                "/tasks/0/reference_image_urls",
+                "/tasks/0/first_frame_url",
+                "/tasks/1/prompt",
+                "/tasks/1/duration",
+                "/tasks/1/last_frame_url",
+                "/tasks/2/model",
+                "/tasks/3/prompt",
+                "/tasks/3/reference_image_urls",
+                "/tasks/4/prompt",
+                "/tasks/4/duration",
+            ],
+        ),
+    ];
+    for (body, expected) in cases {
+        let (status, problem) = app.post_batch(&key, &body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} → {problem}");
+        assert_eq!(problem["code"], "invalid_request");
+        assert_eq!(problem["status"], 422);
+        assert!(problem["trace_id"].as_str().is_some_and(|t| t.len() == 32));
+        let mut got = pointers(&problem);
+        let mut expected: Vec<String> = expected.into_iter().map(String::from).collect();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected, "{problem}");
+    }
+    // More tasks than the limit (100 by default).
+    let (status, problem) = app.post_batch(&key, &json!({"tasks": vec![veo("a"); 101]})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(pointers(&problem), ["/tasks"]);
+
+    let credits = app.credits(&key).await;
+    assert_eq!(
+        (credits["balance"].as_i64(), credits["frozen"].as_i64()),
+        (Some(1000), Some(0))
+    );
+    assert_eq!(app.get(&key, "/v1/batches").await.1["data"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_bodies_are_400_and_413() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant(100).await;
+    let url = format!("{}/v1/batches", app.base);
+    let (status, problem) = app
+        .send(
+            app.http
+                .post(&url)
+                .bearer_auth(&key)
+                .header("content-type", "application/json")
+                .body("{\"tasks\": ["),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(problem["code"], "invalid_request");
+    let huge = format!("{{\"tasks\": [], \"pad\": \"{}\"}}", "x".repeat(1024 * 1024 + 1));
+    let (status, problem) = app.send(app.http.post(&url).bearer_auth(&key).body(huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(problem["code"], "payload_too_large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_required_and_tenants_see_only_their_own() {
+    let app = TestApp::start().await;
+    let (_, alice) = app.tenant(100).await;
+    let (_, bob) = app.tenant(100).await;
+    let batch_id = app.submit(&alice, &json!({"tasks": [veo("mine")]})).await;
+    let task_id = app.tasks(&alice, &batch_id).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // No key, a wrong key: 401 with the problem format and a trace id header.
+    let response = app
+        .http
+        .get(format!("{}/v1/batches/{batch_id}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().contains_key("x-trace-id"));
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let (status, problem) = app.get("gk_wrong", "/v1/credits").await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    // The old web app's header works too.
+    let (status, _) = app
+        .send(
+            app.http
+                .get(format!("{}/v1/credits", app.base))
+                .header("x-api-key", &alice),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Another tenant's batch and task look exactly like missing ones.
+    for path in [
+        format!("/v1/batches/{batch_id}"),
+        format!("/v1/batches/{batch_id}/tasks"),
+        format!("/v1/batches/{batch_id}/events"),
+        format!("/v1/tasks/{task_id}"),
+        "/v1/batches/bat_00000000000000000000000000000000".to_owned(),
+        "/v1/tasks/nonsense".to_owned(),
+    ] {
+        let (status, problem) = app.get(&bob, &path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(problem["code"], "not_found");
+    }
+    assert_eq!(app.get(&bob, "/v1/batches").await.1["data"], json!([]));
+    assert_eq!(
+        app.get(&alice, &format!("/v1/tasks/{task_id}")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_needs_its_token_and_grants_credits() {
+    let app = TestApp::start().await;
+    let url = format!("{}/admin/v1/tenants", app.base);
+    let (status, _) = app
+        .send(
+            app.http
+                .post(&url)
+                .bearer_auth("nope")
+                .json(&json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, problem) = app
+        .send(
+            app.http
+                .post(&url)
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({"credits": -1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(pointers(&problem), ["/name", "/credits"]);
+
+    let (tenant, key) = app.tenant(5).await;
+    let grant = format!("{}/admin/v1/tenants/{tenant}/credits", app.base);
+    let (status, body) = app
+        .send(
+            app.http
+                .post(&grant)
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({"amount": 45, "reason": "promo"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["balance"], 50);
+    assert_eq!(app.credits(&key).await["balance"], 50);
+    let missing = format!(
+        "{}/admin/v1/tenants/ten_00000000000000000000000000000000/credits",
+        app.base
+    );
+    let (status, _) = app
+        .send(
+            app.http
+                .post(&missing)
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({"amount": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_newest_first_and_by_index() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant(1000).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            app.submit(&key, &json!({"tasks": [veo("a"), veo("b"), veo("c")]}))
+                .await,
+        );
+    }
+    let (_, page) = app.get(&key, "/v1/batches?limit=2").await;
+    assert_eq!(page["object"], "list");
+    let got: Vec<_> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].clone())
+        .collect();
+    assert_eq!(got, [json!(ids[2]), json!(ids[1])]);
+    assert_eq!(page["has_more"], true);
+    assert_eq!(page["last_id"], json!(ids[1]));
+    let (_, rest) = app
+        .get(&key, &format!("/v1/batches?limit=2&after={}", ids[1]))
+        .await;
+    assert_eq!(rest["data"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["has_more"], false);
+
+    let (_, tasks) = app
+        .get(&key, &format!("/v1/batches/{}/tasks?limit=2", ids[0]))
+        .await;
+    let indexes: Vec<_> = tasks["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["index"].clone())
+        .collect();
+    assert_eq!(indexes, [json!(0), json!(1)]);
+    let after = tasks["last_id"].as_str().unwrap();
+    let (_, tail) = app
+        .get(&key, &format!("/v1/batches/{}/tasks?after={after}", ids[0]))
+        .await;
+    assert_eq!(tail["data"][0]["index"], 2);
+
+    app.wait_final(&key, &ids[0]).await;
+    let (_, done) = app
+        .get(&key, &format!("/v1/batches/{}/tasks?status=succeeded", ids[0]))
+        .await;
+    assert_eq!(done["data"].as_array().unwrap().len(), 3);
+    let (status, _) = app.get(&key, "/v1/batches?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = app
+        .get(&key, &format!("/v1/batches/{}/tasks?status=lost", ids[0]))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// Reads a whole SSE response into (id, event, data) triples.
+async fn read_events(
+    app: &TestApp,
+    key: &str,
+    batch_id: &str,
+    last_id: Option<&str>,
+) -> Vec<(String, String, Value)> {
+    let mut request = app
+        .http
+        .get(format!("{}/v1/batches/{batch_id}/events", app.base))
+        .bearer_auth(key);
+    if let Some(last) = last_id {
+        request = request.header("last-event-id", last);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let body = tokio::time::timeout(Duration::from_secs(60), response.text())
+        .await
+        .unwrap()
+        .unwrap();
+    body.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_owned()))
+            };
+            Some((
+                field("id")?,
+                field("event")?,
+                serde_json::from_str(&field("data")?).ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_follows_a_batch_to_the_end_and_resumes() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant(100).await;
+    let batch_id = app
+        .submit(&key, &json!({"tasks": [veo("a"), veo("b [sim:fail]")]}))
+        .await;
+    // Opened while the batch runs: the response ends by itself after the final batch.updated.
+    let events = read_events(&app, &key, &batch_id, None).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.1, "batch.updated");
+    assert_eq!(last.2["status"], "completed");
+    assert!(events
+        .iter()
+        .any(|(_, kind, data)| kind == "task.updated" && data["status"] == "succeeded"));
+    assert!(events
+        .iter()
+        .any(|(_, kind, data)| kind == "task.updated" && data["status"] == "failed"));
+    let ids: Vec<_> = events.iter().map(|(id, _, _)| id.clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_by_key(|id| {
+        let (ms, seq) = id.split_once('-').unwrap();
+        (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+    });
+    assert_eq!(ids, sorted, "ids increase");
+
+    // A reconnect with Last-Event-ID gets exactly what followed.
+    let resumed = read_events(&app, &key, &batch_id, Some(&events[2].0)).await;
+    assert_eq!(resumed, events[3..].to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_and_trace_ids() {
+    let app = TestApp::start().await;
+    let response = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["x-trace-id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+}
