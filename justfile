@@ -28,3 +28,7 @@ fmt:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmarks: one 1,000-task batch end to end (time, Redis commands per task).
+bench:
+    cargo bench -p gantry --bench end_to_end

@@ -8,14 +8,19 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local batch = cjson.decode(ARGV[1])
 local tasks = cjson.decode(ARGV[2])
-for field, value in pairs(batch) do
-  redis.call('HSET', KEYS[1], field, value)
-end
-for i, task in ipairs(tasks) do
-  local key = ARGV[3] .. task.id
-  for field, value in pairs(task) do
-    redis.call('HSET', key, field, value)
+-- One HSET per hash: a flat field/value list.
+local function hset_all(key, object)
+  local flat = {}
+  for field, value in pairs(object) do
+    flat[#flat + 1] = field
+    flat[#flat + 1] = value
   end
+  redis.call('HSET', key, unpack(flat))
+end
+
+hset_all(KEYS[1], batch)
+for i, task in ipairs(tasks) do
+  hset_all(ARGV[3] .. task.id, task)
   -- chain mode starts with the first shot only; the next one is queued when its predecessor succeeds
   if batch.mode ~= 'chain' or i == 1 then
     redis.call('XADD', KEYS[2], '*', 'v', '1', 'type', 'submit_task', 'task_id', task.id, 'batch_id', batch.id)
