@@ -246,6 +246,10 @@ fn validate_task(i: usize, item: &Value, prices: &Prices, errors: &mut Errors) -
         &at("reference_image_urls"),
         errors,
     );
+    let reference_count = task
+        .get("reference_image_urls")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     let first_frame_url = optional_url(task, "first_frame_url", &at("first_frame_url"), errors);
     let last_frame_url = optional_url(task, "last_frame_url", &at("last_frame_url"), errors);
 
@@ -256,7 +260,7 @@ fn validate_task(i: usize, item: &Value, prices: &Prices, errors: &mut Errors) -
                 Some(10 | 15) => {}
                 Some(_) => errors.add(at("duration"), "must be 10 or 15 for sora-2"),
             }
-            if references.len() > 1 {
+            if reference_count > 1 {
                 errors.add(
                     at("reference_image_urls"),
                     "sora-2 takes at most 1 reference image",
@@ -272,7 +276,7 @@ fn validate_task(i: usize, item: &Value, prices: &Prices, errors: &mut Errors) -
             if duration.is_some() {
                 errors.add(at("duration"), "is not supported by veo models");
             }
-            if references.len() > 3 {
+            if reference_count > 3 {
                 errors.add(
                     at("reference_image_urls"),
                     "veo models take at most 3 reference images",

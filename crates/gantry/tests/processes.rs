@@ -197,3 +197,41 @@ async fn the_demo_runs_to_the_end() {
     );
     assert!(started.elapsed() < Duration::from_secs(120));
 }
+
+#[tokio::test]
+async fn print_config_redacts_secrets_and_bad_values_name_their_key() {
+    let out = Command::new(BIN)
+        .args(["submitter", "--print-config"])
+        .env("GANTRY__PROVIDER__GRSAI__API_KEY", "sk-very-secret")
+        .env("GANTRY__REDIS__URL", "redis://:hunter2@127.0.0.1:6379")
+        .env("GANTRY__POLLER__CONCURRENCY", "4")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("concurrency = 4"), "{printed}");
+    assert!(
+        !printed.contains("sk-very-secret") && !printed.contains("hunter2"),
+        "{printed}"
+    );
+
+    let out = Command::new(BIN)
+        .arg("gateway")
+        .env("GANTRY__GATEWAY__LISTEN", "nowhere")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("gateway.listen"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .arg("poller")
+        .env_remove("GANTRY__REDIS__URL")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr).unwrap().contains("redis.url"));
+}

@@ -1,0 +1,230 @@
+//! The Lua transitions against a real redis-server: duplicates and late messages are no-ops, attempts fence
+//! stale workers, money moves once.
+#![allow(clippy::unwrap_used)]
+
+use gantry_core::{
+    config::Prices,
+    ids,
+    store::{Claim, Outcome, Reservation, Settlement},
+    validate::{validate_batch, Limits},
+    Store,
+};
+use gantry_testkit::RedisServer;
+use serde_json::json;
+
+async fn store(redis: &RedisServer) -> Store {
+    Store::connect(&redis.url(), "t", 4).await.unwrap()
+}
+
+fn prices() -> Prices {
+    Prices {
+        sora2_per_second: 1,
+        veo31_fast: 8,
+        veo31_pro: 20,
+    }
+}
+
+async fn batch_of(store: &Store, tenant: &str, mode: &str, n: usize) -> String {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| json!({"model": "veo3.1-fast", "prompt": format!("p{i}"), "aspect_ratio": "16:9"}))
+        .collect();
+    let batch = validate_batch(
+        &json!({"mode": mode, "tasks": tasks}),
+        &Limits { max_tasks: 100 },
+        &prices(),
+    )
+    .unwrap();
+    let id = ids::new_batch_id();
+    assert!(matches!(
+        store.reserve(tenant, &id, batch.cost(), 1).await.unwrap(),
+        Reservation::Reserved { .. }
+    ));
+    assert!(store.create_batch(tenant, &id, &batch, 1).await.unwrap());
+    assert!(
+        !store.create_batch(tenant, &id, &batch, 1).await.unwrap(),
+        "creating twice is a no-op"
+    );
+    id
+}
+
+#[tokio::test]
+async fn a_task_finishes_once_and_stale_attempts_are_fenced() {
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis).await;
+    let (tenant, _) = store.create_tenant("t", 100).await.unwrap();
+    let batch = batch_of(&store, &tenant, "parallel", 2).await;
+    let task = ids::task_id(&batch, 0);
+
+    let Claim::Claimed { attempt, .. } = store.claim_submit(&task, 10, 1000).await.unwrap() else {
+        panic!("claim")
+    };
+    assert_eq!(attempt, 1);
+    assert_eq!(
+        store.claim_submit(&task, 11, 1000).await.unwrap(),
+        Claim::Skip("submitting".into())
+    );
+    assert!(
+        !store
+            .mark_running(&task, attempt + 1, "r-stale", 12, 13)
+            .await
+            .unwrap(),
+        "another attempt is fenced"
+    );
+    assert!(store.mark_running(&task, attempt, "r-1", 12, 13).await.unwrap());
+    assert!(
+        !store.mark_running(&task, attempt, "r-1", 12, 13).await.unwrap(),
+        "a duplicate is a no-op"
+    );
+
+    let done = Outcome::Succeeded {
+        video_url: "https://v/1.mp4".into(),
+        last_frame_url: None,
+    };
+    assert!(
+        !store
+            .finish_task(&task, Some(attempt + 1), &done, 20)
+            .await
+            .unwrap(),
+        "a stale attempt changes nothing"
+    );
+    assert!(store.finish_task(&task, Some(attempt), &done, 20).await.unwrap());
+    let failed = Outcome::Failed {
+        code: "provider_error".into(),
+        message: "late".into(),
+    };
+    assert!(
+        !store.finish_task(&task, None, &failed, 21).await.unwrap(),
+        "a late failure cannot regress a success"
+    );
+    let view = store.task(&task).await.unwrap().unwrap();
+    assert_eq!(view.output.unwrap().video_url, "https://v/1.mp4");
+    let batch_view = store.batch(&batch).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            batch_view.request_counts.succeeded,
+            batch_view.request_counts.running
+        ),
+        (1, 0)
+    );
+}
+
+#[tokio::test]
+async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis).await;
+    let (tenant, _) = store.create_tenant("t", 100).await.unwrap();
+    let batch = batch_of(&store, &tenant, "parallel", 1).await;
+    let task = ids::task_id(&batch, 0);
+    let Claim::Claimed { attempt, .. } = store.claim_submit(&task, 10, 1000).await.unwrap() else {
+        panic!("claim")
+    };
+    store.mark_running(&task, attempt, "r-1", 10, 100).await.unwrap();
+    let p = store.keys().partition_of(&batch);
+
+    assert!(
+        store.claim_polls(p, 99, 50, 10).await.unwrap().is_empty(),
+        "not due yet"
+    );
+    assert_eq!(store.next_poll_due().await.unwrap(), Some(100));
+    assert_eq!(store.claim_polls(p, 100, 50, 10).await.unwrap(), [task.clone()]);
+    assert!(
+        store.claim_polls(p, 120, 50, 10).await.unwrap().is_empty(),
+        "leased to the first poller"
+    );
+    assert_eq!(
+        store.claim_polls(p, 150, 50, 10).await.unwrap(),
+        [task.clone()],
+        "the lease ran out"
+    );
+    assert!(store.poll_update(&task, attempt, 40, 150, 400).await.unwrap());
+    assert_eq!(store.task(&task).await.unwrap().unwrap().progress, 40);
+    assert_eq!(store.next_poll_due().await.unwrap(), Some(400));
+    store
+        .finish_task(
+            &task,
+            Some(attempt),
+            &Outcome::Failed {
+                code: "timeout".into(),
+                message: String::new(),
+            },
+            500,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_poll_due().await.unwrap(),
+        None,
+        "a terminal task leaves the schedule"
+    );
+    assert!(!store.poll_update(&task, attempt, 50, 600, 700).await.unwrap());
+}
+
+#[tokio::test]
+async fn money_moves_once_per_batch() {
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis).await;
+    let (tenant, key) = store.create_tenant("t", 50).await.unwrap();
+    assert_eq!(
+        store.authenticate(&key).await.unwrap().as_deref(),
+        Some(tenant.as_str())
+    );
+    assert_eq!(store.authenticate("gk_other").await.unwrap(), None);
+
+    assert_eq!(
+        store.reserve(&tenant, "bat_x", 60, 1).await.unwrap(),
+        Reservation::InsufficientCredits { balance: 50 }
+    );
+    assert_eq!(
+        store.reserve(&tenant, "bat_a", 30, 1).await.unwrap(),
+        Reservation::Reserved { balance: 20 }
+    );
+    assert_eq!(
+        store.reserve(&tenant, "bat_a", 30, 1).await.unwrap(),
+        Reservation::Reserved { balance: 20 },
+        "idempotent"
+    );
+    assert_eq!(
+        store.settle(&tenant, "bat_a", 12).await.unwrap(),
+        Settlement::Settled {
+            charged: 12,
+            refunded: 18
+        }
+    );
+    assert_eq!(
+        store.settle(&tenant, "bat_a", 12).await.unwrap(),
+        Settlement::AlreadySettled {
+            charged: 12,
+            refunded: 18
+        }
+    );
+    assert_eq!(
+        store.settle(&tenant, "bat_never", 1).await.unwrap(),
+        Settlement::NoReservation
+    );
+    let credits = store.credits(&tenant).await.unwrap();
+    assert_eq!(
+        (credits.balance, credits.frozen, credits.charged, credits.granted),
+        (38, 0, 12, 50)
+    );
+    assert_eq!(
+        credits.balance + credits.frozen + credits.charged,
+        credits.granted,
+        "money is conserved"
+    );
+    let kinds: Vec<_> = store
+        .ledger(&tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.amount))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("grant".into(), 50),
+            ("freeze".into(), 30),
+            ("charge".into(), 12),
+            ("refund".into(), 18)
+        ]
+    );
+}
