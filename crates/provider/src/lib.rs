@@ -153,4 +153,10 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Asks for the state of a remote task.
     async fn status(&self, remote_id: &str) -> Result<RemoteStatus>;
+
+    /// Cancels a remote task where the provider supports it; `Ok(false)` where it does not.
+    async fn cancel(&self, remote_id: &str) -> Result<bool> {
+        let _ = remote_id;
+        Ok(false)
+    }
 }
