@@ -14,7 +14,7 @@ demo:
 
 # The whole test suite (needs redis-server on PATH; tests start their own on free ports).
 test:
-    cargo test --workspace --all-targets
+    cargo test --workspace --no-fail-fast
 
 # Run every service and the simulator in one process (private Redis unless GANTRY__REDIS__URL is set).
 dev:
@@ -32,3 +32,7 @@ lint:
 # Benchmarks: one 1,000-task batch end to end (time, Redis commands per task).
 bench:
     cargo bench -p gantry --bench end_to_end
+
+# Status calls per task and detection delay: Gantry's poll schedule against fixed 5 s polling (200 tasks).
+bench-polling:
+    cargo bench -p gantry --bench polling

@@ -1,4 +1,5 @@
--- claim_submit: a submitter takes a queued task (queued -> submitting) and starts a new attempt.
+-- claim_submit: a submitter takes a queued task (queued -> submitting) and starts a new attempt. A task left in
+-- `submitting` by a submitter that died (its lease ran out) is taken over the same way, with a new attempt.
 -- KEYS[1] task hash, KEYS[2] batch hash, KEYS[3] batch events stream
 -- ARGV[1] now (ms), ARGV[2] lease (ms)
 -- Returns {'ok', attempt, model, spec, chain_first_frame} or {'skip', current status} (or {'skip', 'missing'}).
@@ -6,14 +7,17 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return { 'skip', 'missing' }
 end
-if status ~= 'queued' then
+local now = tonumber(ARGV[1])
+local expired = status == 'submitting' and tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') < now
+if status ~= 'queued' and not expired then
   return { 'skip', status }
 end
-local now = tonumber(ARGV[1])
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'submitting', 'lease_until', now + tonumber(ARGV[2]), 'updated_at', now)
-redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
-redis.call('HINCRBY', KEYS[2], 'n_running', 1)
+if status == 'queued' then
+  redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
+  redis.call('HINCRBY', KEYS[2], 'n_running', 1)
+end
 emit_task(KEYS[3], KEYS[1])
 if redis.call('HGET', KEYS[2], 'status') == 'queued' then
   redis.call('HSET', KEYS[2], 'status', 'in_progress')

@@ -1,7 +1,8 @@
 -- poll_update: records a non-terminal poll answer (progress) and schedules the next poll. A task that is no
 -- longer running (finished by a webhook or another attempt) leaves the schedule instead.
 -- KEYS[1] task hash, KEYS[2] poll schedule, KEYS[3] batch events stream
--- ARGV[1] now (ms), ARGV[2] attempt, ARGV[3] progress (0-100), ARGV[4] next due (ms), ARGV[5] task id
+-- ARGV[1] now (ms), ARGV[2] attempt, ARGV[3] progress (0-100), ARGV[4] next due (ms), ARGV[5] task id,
+-- ARGV[6] error of a failed status call ('' when the call succeeded)
 -- Returns 1 when rescheduled, 0 when the task left the schedule.
 local t = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'progress')
 if t[1] ~= 'running' or t[2] ~= ARGV[2] then
@@ -9,6 +10,13 @@ if t[1] ~= 'running' or t[2] ~= ARGV[2] then
     redis.call('ZREM', KEYS[2], ARGV[5])
   end
   return 0
+end
+redis.call('HINCRBY', KEYS[1], 'polls', 1)
+if ARGV[6] == '' then
+  redis.call('HSET', KEYS[1], 'poll_errors', 0)
+else
+  redis.call('HINCRBY', KEYS[1], 'poll_errors', 1)
+  redis.call('HSET', KEYS[1], 'last_error', ARGV[6])
 end
 if t[3] ~= ARGV[3] then
   redis.call('HSET', KEYS[1], 'progress', ARGV[3], 'updated_at', ARGV[1])

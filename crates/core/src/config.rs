@@ -53,6 +53,7 @@ pub struct Config {
     pub submitter: SubmitterConfig,
     pub poller: PollerConfig,
     pub settlement: SettlementConfig,
+    pub retry: RetryConfig,
     pub provider: ProviderConfig,
     pub sim: SimSection,
     pub prices: Prices,
@@ -88,10 +89,45 @@ pub struct SubmitterConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct PollerConfig {
     pub concurrency: usize,
-    pub first_poll_delay_ms: u64,
+    pub expected_sora2_ms: u64,
+    pub expected_veo31_fast_ms: u64,
+    pub expected_veo31_pro_ms: u64,
     pub interval_ms: u64,
+    pub interval_factor: f64,
+    pub max_interval_ms: u64,
+    pub min_interval_ms: u64,
+    pub deadline_ms: u64,
+    pub webhook_poll_interval_ms: u64,
     pub claim_lease_ms: u64,
     pub idle_wait_ms: u64,
+}
+
+impl PollerConfig {
+    /// How long a task of `model` is expected to take: when to poll it first.
+    pub fn expected_ms(&self, model: Model) -> u64 {
+        match model {
+            Model::Sora2 => self.expected_sora2_ms,
+            Model::Veo31Fast => self.expected_veo31_fast_ms,
+            Model::Veo31Pro => self.expected_veo31_pro_ms,
+        }
+    }
+
+    /// Sets the expected duration of every model at once (tests, demo).
+    pub fn set_expected_ms(&mut self, ms: u64) {
+        self.expected_sora2_ms = ms;
+        self.expected_veo31_fast_ms = ms;
+        self.expected_veo31_pro_ms = ms;
+    }
+}
+
+/// The retry policy of provider calls.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RetryConfig {
+    pub transient_base_ms: u64,
+    pub rate_limited_base_ms: u64,
+    pub factor: f64,
+    pub cap_ms: u64,
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -103,7 +139,87 @@ pub struct SettlementConfig {
 pub struct ProviderConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_base_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_secret: Option<Secret>,
+    pub routes: Routes,
+    pub limits: ProviderLimitsByName,
     pub grsai: GrsaiSection,
+    pub seedance: SeedanceSection,
+}
+
+/// A provider Gantry can talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderName {
+    Grsai,
+    Seedance,
+}
+
+impl ProviderName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grsai => "grsai",
+            Self::Seedance => "seedance",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "grsai" => Some(Self::Grsai),
+            "seedance" => Some(Self::Seedance),
+            _ => None,
+        }
+    }
+}
+
+/// Which provider serves each model.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Routes {
+    pub sora2: ProviderName,
+    pub veo31_fast: ProviderName,
+    pub veo31_pro: ProviderName,
+}
+
+impl Routes {
+    pub fn provider_for(&self, model: Model) -> ProviderName {
+        match model {
+            Model::Sora2 => self.sora2,
+            Model::Veo31Fast => self.veo31_fast,
+            Model::Veo31Pro => self.veo31_pro,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ProviderLimitsByName {
+    pub grsai: ProviderLimits,
+    pub seedance: ProviderLimits,
+}
+
+impl ProviderLimitsByName {
+    pub fn of(&self, provider: ProviderName) -> &ProviderLimits {
+        match provider {
+            ProviderName::Grsai => &self.grsai,
+            ProviderName::Seedance => &self.seedance,
+        }
+    }
+}
+
+/// Limits one provider puts on all of Gantry together.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ProviderLimits {
+    pub rate_per_sec: f64,
+    pub burst: u32,
+    pub max_in_flight: u32,
+    pub create_share: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SeedanceSection {
+    pub base_url: String,
+    pub api_key: Secret,
+    pub model: String,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -224,6 +340,38 @@ impl Config {
         }
         if self.poller.claim_lease_ms < 1000 {
             return invalid("poller.claim_lease_ms", "must be at least 1000");
+        }
+        if self.poller.interval_factor < 1.0 {
+            return invalid("poller.interval_factor", "must be 1.0 or more");
+        }
+        if self.poller.max_interval_ms < self.poller.interval_ms {
+            return invalid("poller.max_interval_ms", "must be at least poller.interval_ms");
+        }
+        if self.retry.factor < 1.0 {
+            return invalid("retry.factor", "must be 1.0 or more");
+        }
+        if self.retry.max_attempts == 0 {
+            return invalid("retry.max_attempts", "must be at least 1");
+        }
+        for (key, limits) in [
+            ("provider.limits.grsai", &self.provider.limits.grsai),
+            ("provider.limits.seedance", &self.provider.limits.seedance),
+        ] {
+            if !(limits.rate_per_sec > 0.0)
+                || limits.max_in_flight == 0
+                || !(limits.create_share > 0.0 && limits.create_share <= 1.0)
+            {
+                return invalid(
+                    key,
+                    "needs rate_per_sec > 0, max_in_flight >= 1 and 0 < create_share <= 1",
+                );
+            }
+        }
+        if self.provider.callback_base_url.is_some() && self.provider.callback_secret.is_none() {
+            return invalid(
+                "provider.callback_secret",
+                "is required when provider.callback_base_url is set",
+            );
         }
         if self.poller.idle_wait_ms == 0 {
             return invalid("poller.idle_wait_ms", "must be at least 1");

@@ -8,6 +8,7 @@
 //! | `<prefix>:{pN}:submit` | stream | tasks to create at the provider (group `submitter`) |
 //! | `<prefix>:{pN}:settle` | stream | batches whose tasks are all terminal (group `settlement`) |
 //! | `<prefix>:{pN}:polls` | zset | running task ids scored by next poll time (ms) |
+//! | `<prefix>:{pN}:retries` | zset | queued task ids waiting to retry a create, scored by due time (ms) |
 //! | `<prefix>:{pN}:batch:<id>` | hash | a batch |
 //! | `<prefix>:{pN}:batch:<id>:events` | stream | the batch's live progress events (SSE) |
 //! | `<prefix>:{pN}:task:<id>` | hash | a task |
@@ -18,6 +19,9 @@
 //! | `<prefix>:{t:<id>}:batches` | zset | the tenant's batch ids by creation time |
 //! | `<prefix>:apikeys` | hash | sha256(api key) → tenant id |
 //! | `<prefix>:tenants` | set | all tenant ids |
+//! | `<prefix>:{l:<provider>}:tat` | string | the provider's shared rate limit (GCRA arrival time, ms) |
+//! | `<prefix>:{l:<provider>}:inflight` | zset | permits of requests in flight, scored by lease expiry |
+//! | `<prefix>:{l:<provider>}:factor` | string | AIMD factor on the rate after 429s (missing = 1) |
 
 /// Builds keys for one deployment (prefix) and partition count.
 #[derive(Debug, Clone)]
@@ -62,6 +66,20 @@ impl Keys {
 
     pub fn polls(&self, partition: u32) -> String {
         format!("{}:polls", self.slot(partition))
+    }
+
+    pub fn retries(&self, partition: u32) -> String {
+        format!("{}:retries", self.slot(partition))
+    }
+
+    /// The three keys of one provider's shared limits: (rate, in-flight permits, AIMD factor).
+    pub fn limiter(&self, provider: &str) -> (String, String, String) {
+        let slot = format!("{}:{{l:{provider}}}", self.prefix);
+        (
+            format!("{slot}:tat"),
+            format!("{slot}:inflight"),
+            format!("{slot}:factor"),
+        )
     }
 
     pub fn batch(&self, batch_id: &str) -> String {

@@ -35,7 +35,7 @@ impl Message {
         fields
     }
 
-    /// Parses the fields of a stream entry; the error says what is wrong (the message is then dead-lettered).
+    /// Parses the fields of a stream entry; the error says what is wrong.
     pub fn from_fields(map: &HashMap<String, Value>) -> Result<Self, String> {
         let get = |k: &str| -> Result<String, String> {
             match map.get(k) {

@@ -214,6 +214,8 @@ pub struct TaskView {
     pub status: TaskStatus,
     pub progress: u8,
     pub attempts: u32,
+    /// The last provider error of this task (a retried create, a failed status call), if any.
+    pub last_error: Option<String>,
     pub output: Option<TaskOutput>,
     pub failure: Option<TaskFailure>,
     pub credits: TaskCredits,
@@ -241,6 +243,7 @@ impl TaskView {
             status,
             progress: u8::try_from(num("progress").min(100)).unwrap_or(100),
             attempts: u32::try_from(num("attempts")).unwrap_or(u32::MAX),
+            last_error: h.get("last_error").filter(|e| !e.is_empty()).cloned(),
             output: (status == TaskStatus::Succeeded).then(|| TaskOutput {
                 video_url: h.get("output_url").cloned().unwrap_or_default(),
                 last_frame_url: h.get("last_frame_url").cloned(),

@@ -65,14 +65,20 @@ async fn a_task_finishes_once_and_stale_attempts_are_fenced() {
     );
     assert!(
         !store
-            .mark_running(&task, attempt + 1, "r-stale", 12, 13)
+            .mark_running(&task, attempt + 1, ("grsai", "r-stale"), 12, 13)
             .await
             .unwrap(),
         "another attempt is fenced"
     );
-    assert!(store.mark_running(&task, attempt, "r-1", 12, 13).await.unwrap());
+    assert!(store
+        .mark_running(&task, attempt, ("grsai", "r-1"), 12, 13)
+        .await
+        .unwrap());
     assert!(
-        !store.mark_running(&task, attempt, "r-1", 12, 13).await.unwrap(),
+        !store
+            .mark_running(&task, attempt, ("grsai", "r-1"), 12, 13)
+            .await
+            .unwrap(),
         "a duplicate is a no-op"
     );
 
@@ -118,7 +124,10 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
     let Claim::Claimed { attempt, .. } = store.claim_submit(&task, 10, 1000).await.unwrap() else {
         panic!("claim")
     };
-    store.mark_running(&task, attempt, "r-1", 10, 100).await.unwrap();
+    store
+        .mark_running(&task, attempt, ("grsai", "r-1"), 10, 100)
+        .await
+        .unwrap();
     let p = store.keys().partition_of(&batch);
 
     assert!(
@@ -136,7 +145,10 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
         [task.clone()],
         "the lease ran out"
     );
-    assert!(store.poll_update(&task, attempt, 40, 150, 400).await.unwrap());
+    assert!(store
+        .poll_update(&task, attempt, 40, 150, 400, None)
+        .await
+        .unwrap());
     assert_eq!(store.task(&task).await.unwrap().unwrap().progress, 40);
     assert_eq!(store.next_poll_due().await.unwrap(), Some(400));
     store
@@ -156,7 +168,10 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
         None,
         "a terminal task leaves the schedule"
     );
-    assert!(!store.poll_update(&task, attempt, 50, 600, 700).await.unwrap());
+    assert!(!store
+        .poll_update(&task, attempt, 50, 600, 700, None)
+        .await
+        .unwrap());
 }
 
 #[tokio::test]

@@ -38,8 +38,13 @@ async fn main() {
     config.gateway.max_tasks_per_batch = TASKS;
     config.sim.listen = ([127, 0, 0, 1], 0).into();
     config.sim.task_duration_ms = 0;
-    config.poller.first_poll_delay_ms = 0;
+    config.poller.set_expected_ms(0);
     config.poller.interval_ms = 50;
+    config.poller.max_interval_ms = 50;
+    config.poller.concurrency = 64;
+    config.provider.limits.grsai.rate_per_sec = 1e6;
+    config.provider.limits.grsai.burst = 10_000;
+    config.provider.limits.grsai.max_in_flight = 10_000;
     config.poller.idle_wait_ms = 20;
     config.submitter.block_ms = 100;
     config.settlement.block_ms = 100;

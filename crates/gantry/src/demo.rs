@@ -37,8 +37,9 @@ pub fn demo_config(mut config: Config) -> Config {
     config.sim.listen = ([127, 0, 0, 1], 0).into();
     config.sim.task_duration_ms = 4000;
     config.sim.duration_jitter_ms = 4000;
-    config.poller.first_poll_delay_ms = 500;
+    config.poller.set_expected_ms(500);
     config.poller.interval_ms = 400;
+    config.poller.max_interval_ms = 1000;
     config.submitter.block_ms = 500;
     config.settlement.block_ms = 500;
     config

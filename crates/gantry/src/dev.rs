@@ -49,6 +49,8 @@ impl DevStack {
             .with_context(|| format!("starting the simulator on {}", config.sim.listen))?;
         config.provider.grsai.base_url = sim.base_url();
         config.provider.grsai.api_key = config.sim.api_key.clone();
+        config.provider.seedance.base_url = sim.base_url();
+        config.provider.seedance.api_key = config.sim.api_key.clone();
 
         let listener = TcpListener::bind(config.gateway.listen)
             .await

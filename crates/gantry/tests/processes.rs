@@ -25,6 +25,14 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Self {
+        Self::start_with(
+            &["sim", "gateway", "submitter", "poller", "poller", "settlement"],
+            &[],
+        )
+    }
+
+    /// Starts one process per entry of `services`, with `extra` environment on top of the defaults.
+    fn start_with(services: &[&str], extra: &[(&str, &str)]) -> Self {
         let redis = RedisServer::start().unwrap();
         let (gateway_port, sim_port) = (free_port().unwrap(), free_port().unwrap());
         let env: Vec<(String, String)> = [
@@ -40,8 +48,12 @@ impl Cluster {
                 "GANTRY__PROVIDER__GRSAI__BASE_URL",
                 format!("http://127.0.0.1:{sim_port}"),
             ),
-            ("GANTRY__POLLER__FIRST_POLL_DELAY_MS", "30".into()),
+            ("GANTRY__POLLER__EXPECTED_SORA2_MS", "30".into()),
+            ("GANTRY__POLLER__EXPECTED_VEO31_FAST_MS", "30".into()),
+            ("GANTRY__POLLER__EXPECTED_VEO31_PRO_MS", "30".into()),
             ("GANTRY__POLLER__INTERVAL_MS", "30".into()),
+            ("GANTRY__POLLER__MAX_INTERVAL_MS", "200".into()),
+            ("GANTRY__POLLER__MIN_INTERVAL_MS", "10".into()),
             ("GANTRY__POLLER__IDLE_WAIT_MS", "50".into()),
             ("GANTRY__SUBMITTER__BLOCK_MS", "200".into()),
             ("GANTRY__SETTLEMENT__BLOCK_MS", "200".into()),
@@ -49,6 +61,7 @@ impl Cluster {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
         .collect();
         let mut cluster = Self {
             env,
@@ -57,7 +70,7 @@ impl Cluster {
             sim: format!("http://127.0.0.1:{sim_port}"),
             _redis: redis,
         };
-        for service in ["sim", "gateway", "submitter", "poller", "poller", "settlement"] {
+        for service in services {
             let child = cluster
                 .command(&[service])
                 .kill_on_drop(true)
@@ -80,69 +93,83 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Waits for the gateway, then provisions a tenant from the shell as an operator would; returns its key.
+    async fn ready_tenant(&self, http: &reqwest::Client, credits: u64) -> String {
+        wait_for("the gateway to be ready", Duration::from_secs(30), || async {
+            let ready = http.get(format!("{}/readyz", self.gateway)).send().await;
+            Ok(ready.is_ok_and(|r| r.status() == StatusCode::OK).then_some(()))
+        })
+        .await
+        .unwrap();
+        let credits = credits.to_string();
+        let args = [
+            "admin",
+            "tenant",
+            "create",
+            "--name",
+            "ops",
+            "--credits",
+            &credits,
+        ];
+        let out = self.command(&args).output().await.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let line = stdout.lines().find_map(|l| l.strip_prefix("api_key:")).unwrap();
+        line.split_whitespace().next().unwrap().to_owned()
+    }
+
+    /// Submits a batch and waits until it is completed.
+    async fn run_batch(&self, http: &reqwest::Client, key: &str, tasks: Vec<Value>) -> Value {
+        let url = format!("{}/v1/batches", self.gateway);
+        let response = http
+            .post(url)
+            .bearer_auth(key)
+            .json(&json!({"tasks": tasks}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let batch: Value = response.json().await.unwrap();
+        let url = format!("{}/v1/batches/{}", self.gateway, batch["id"].as_str().unwrap());
+        wait_for("the batch to complete", Duration::from_secs(90), || async {
+            let batch: Value = http.get(&url).bearer_auth(key).send().await?.json().await?;
+            Ok((batch["status"] == "completed").then_some(batch))
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn sim_stats(&self, http: &reqwest::Client) -> Value {
+        http.get(format!("{}/sim/stats", self.sim))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_as_separate_processes_with_two_pollers_settle_a_batch() {
     let cluster = Cluster::start();
     let http = reqwest::Client::new();
-    wait_for("the gateway to be ready", Duration::from_secs(30), || async {
-        let ready = http.get(format!("{}/readyz", cluster.gateway)).send().await;
-        Ok(ready.is_ok_and(|r| r.status() == StatusCode::OK).then_some(()))
-    })
-    .await
-    .unwrap();
-
-    // Provision a tenant from the shell, as an operator would.
-    let out = cluster
-        .command(&["admin", "tenant", "create", "--name", "ops", "--credits", "500"])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let key = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("api_key:"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-
+    let key = cluster.ready_tenant(&http, 500).await;
     let tasks: Vec<Value> = (0..12)
         .map(|i| {
             let fail = if i % 4 == 3 { " [sim:fail]" } else { "" };
             json!({"model": "veo3.1-fast", "prompt": format!("shot {i}{fail}"), "aspect_ratio": "16:9"})
         })
         .collect();
-    let response = http
-        .post(format!("{}/v1/batches", cluster.gateway))
-        .bearer_auth(&key)
-        .json(&json!({"tasks": tasks}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let batch: Value = response.json().await.unwrap();
-    let id = batch["id"].as_str().unwrap();
-
-    let batch = wait_for("the batch to complete", Duration::from_secs(60), || async {
-        let batch: Value = http
-            .get(format!("{}/v1/batches/{id}", cluster.gateway))
-            .bearer_auth(&key)
-            .send()
-            .await?
-            .json()
-            .await?;
-        Ok((batch["status"] == "completed").then_some(batch))
-    })
-    .await
-    .unwrap();
+    let batch = cluster.run_batch(&http, &key, tasks).await;
     assert_eq!(batch["request_counts"]["succeeded"], 9);
     assert_eq!(batch["request_counts"]["failed"], 3);
     assert_eq!(batch["credits"]["charged"], 72);
     assert_eq!(batch["credits"]["refunded"], 24);
+    let url = format!("{}/v1/credits", cluster.gateway);
     let credits: Value = http
-        .get(format!("{}/v1/credits", cluster.gateway))
+        .get(url)
         .bearer_auth(&key)
         .send()
         .await
@@ -152,20 +179,57 @@ async fn services_as_separate_processes_with_two_pollers_settle_a_batch() {
         .unwrap();
     assert_eq!(credits["balance"], 500 - 72);
 
-    let stats: Value = http
-        .get(format!("{}/sim/stats", cluster.sim))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = cluster.sim_stats(&http).await;
     assert_eq!(stats["creates"], 12);
     assert!(stats["polls"].as_u64().unwrap() >= 12, "{stats}");
-    assert_eq!(
-        stats["max_concurrent_polls_per_task"], 1,
-        "a task was polled by two pollers at once: {stats}"
+    let overlap = &stats["max_concurrent_polls_per_task"];
+    assert_eq!(overlap, 1, "a task was polled by two pollers at once: {stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_limits_hold_across_two_submitters_and_three_pollers() {
+    let services = [
+        "sim",
+        "gateway",
+        "submitter",
+        "submitter",
+        "poller",
+        "poller",
+        "poller",
+        "settlement",
+    ];
+    let cluster = Cluster::start_with(
+        &services,
+        &[
+            ("GANTRY__PROVIDER__LIMITS__GRSAI__MAX_IN_FLIGHT", "5"),
+            ("GANTRY__PROVIDER__LIMITS__GRSAI__RATE_PER_SEC", "20"),
+            ("GANTRY__PROVIDER__LIMITS__GRSAI__BURST", "5"),
+            ("GANTRY__SIM__TASK_DURATION_MS", "300"),
+        ],
     );
+    let http = reqwest::Client::new();
+    let key = cluster.ready_tenant(&http, 1000).await;
+    // Slow answers, so requests pile up if the limits do not hold.
+    let faults = json!({"latency_ms_min": 50, "latency_ms_max": 150});
+    let set = http
+        .post(format!("{}/sim/config", cluster.sim))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert!(set.status().is_success());
+    let tasks: Vec<Value> = (0..60)
+        .map(|i| json!({"model": "veo3.1-fast", "prompt": format!("limited {i}"), "aspect_ratio": "16:9"}))
+        .collect();
+    let batch = cluster.run_batch(&http, &key, tasks).await;
+    assert_eq!(batch["request_counts"]["succeeded"], 60);
+    let stats = cluster.sim_stats(&http).await;
+    let in_flight = stats["max_concurrent_requests"].as_u64().unwrap();
+    let per_second = stats["max_requests_in_one_second"].as_u64().unwrap();
+    println!("measured: max in flight {in_flight} (limit 5), max requests in one second {per_second} (20 + burst 5)");
+    assert!(in_flight <= 5, "{stats}");
+    assert!(per_second <= 20 + 5, "{stats}");
+    assert!(per_second >= 10, "the limit was exercised: {stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

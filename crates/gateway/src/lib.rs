@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{extract::DefaultBodyLimit, middleware, Router};
-use gantry_core::{Config, Store};
+use gantry_core::{providers::Providers, Config, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -18,14 +18,17 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub(crate) struct AppState {
     store: Store,
+    providers: Providers,
     config: Arc<Config>,
 }
 
 /// Serves the gateway on `listener` until `shutdown`, then drains open requests.
 pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::from_config(config).await?;
+    let providers = Providers::from_config(config, &store)?;
     let state = AppState {
         store,
+        providers,
         config: Arc::new(config.clone()),
     };
     let app = router(state);

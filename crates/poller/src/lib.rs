@@ -6,11 +6,15 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use gantry_core::{
+    config::ProviderName,
     model::now_ms,
+    providers::Providers,
+    retry::{self, Decision},
+    schedule::next_poll_delay,
     store::{Outcome, PollTarget},
     Config, Store,
 };
-use gantry_provider::{Provider, ProviderError, RemoteStatus};
+use gantry_provider::{ProviderError, RemoteStatus};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -18,10 +22,10 @@ use tracing::Instrument;
 /// Runs a poller until `shutdown`, then finishes the polls in flight.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::from_config(config).await?;
-    let provider = gantry_core::provider_from_config(config)?;
+    let providers = Providers::from_config(config, &store)?;
     let poller = Arc::new(Poller {
         store,
-        provider,
+        providers,
         config: config.clone(),
     });
     let permits = Arc::new(Semaphore::new(config.poller.concurrency));
@@ -85,7 +89,7 @@ async fn wait(shutdown: &CancellationToken, pause: Duration) {
 
 struct Poller {
     store: Store,
-    provider: Arc<dyn Provider>,
+    providers: Providers,
     config: Config,
 }
 
@@ -125,12 +129,27 @@ impl Poller {
             self.store.unschedule_poll(task_id).await?;
             return Ok(());
         }
-        let answer = self.provider.status(&target.remote_id).await;
         let now = now_ms();
-        let next = now + self.config.poller.interval_ms;
-        match answer {
-            Ok(RemoteStatus::Pending) => self.reschedule(task_id, &target, target.progress, next).await,
-            Ok(RemoteStatus::Running { progress }) => self.reschedule(task_id, &target, progress, next).await,
+        let elapsed = now.saturating_sub(target.submitted_at);
+        if elapsed > self.config.poller.deadline_ms {
+            let message = format!("still running {} s after submission", elapsed / 1000);
+            return self
+                .finish(
+                    task_id,
+                    &target,
+                    Outcome::Failed {
+                        code: "timeout".into(),
+                        message,
+                    },
+                )
+                .await;
+        }
+        let provider = self
+            .providers
+            .by_name(ProviderName::parse(&target.provider).unwrap_or(ProviderName::Grsai));
+        match provider.status(&target.remote_id).await {
+            Ok(RemoteStatus::Pending) => self.reschedule(task_id, &target, target.progress, None).await,
+            Ok(RemoteStatus::Running { progress }) => self.reschedule(task_id, &target, progress, None).await,
             Ok(RemoteStatus::Succeeded {
                 video_url,
                 last_frame_url,
@@ -156,34 +175,58 @@ impl Poller {
                 )
                 .await
             }
-            Err(e @ ProviderError::Rejected { .. }) => {
-                tracing::warn!(error = %e, "provider refused the status call");
-                self.finish(
-                    task_id,
-                    &target,
-                    Outcome::Failed {
-                        code: "provider_error".into(),
-                        message: e.to_string(),
-                    },
-                )
-                .await
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "status call failed; polling again later");
-                self.reschedule(task_id, &target, target.progress, next).await
-            }
+            Err(e) => match retry::decide(&self.config.retry, &e, target.poll_errors + 1) {
+                Decision::RetryAfter(wait) => {
+                    tracing::warn!(error = %e, "status call failed; polling again later");
+                    self.reschedule(task_id, &target, target.progress, Some((&e, wait)))
+                        .await
+                }
+                Decision::GiveUp => {
+                    tracing::warn!(error = %e, errors = target.poll_errors + 1, "status calls keep failing");
+                    let code = if matches!(e, ProviderError::Rejected { .. }) {
+                        "rejected"
+                    } else {
+                        "provider_error"
+                    };
+                    self.finish(
+                        task_id,
+                        &target,
+                        Outcome::Failed {
+                            code: code.into(),
+                            message: e.to_string(),
+                        },
+                    )
+                    .await
+                }
+            },
         }
     }
 
+    /// Schedules the next poll: after a failed call, its backoff; else the growing interval (or the slow safety
+    /// net interval when provider callbacks are on).
     async fn reschedule(
         &self,
         task_id: &str,
         target: &PollTarget,
         progress: u8,
-        next: u64,
+        failure: Option<(&ProviderError, Duration)>,
     ) -> anyhow::Result<()> {
+        let now = now_ms();
+        let poller = &self.config.poller;
+        let delay = match failure {
+            Some((_, wait)) => wait,
+            None if self.config.provider.callback_base_url.is_some() => {
+                Duration::from_millis(poller.webhook_poll_interval_ms)
+            }
+            None => {
+                let elapsed = Duration::from_millis(now.saturating_sub(target.submitted_at));
+                next_poll_delay(poller, target.polls, progress, elapsed)
+            }
+        };
+        let next = now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        let error = failure.map(|(e, _)| e.to_string());
         self.store
-            .poll_update(task_id, target.attempt, progress, now_ms(), next)
+            .poll_update(task_id, target.attempt, progress, now, next, error.as_deref())
             .await?;
         Ok(())
     }

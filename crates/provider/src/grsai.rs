@@ -2,21 +2,20 @@
 //!
 //! Creates go to `POST /v1/video/sora-video` or `POST /v1/video/veo`, status calls to `POST /v1/draw/result`, all with
 //! `Authorization: Bearer <key>`. Building bodies lives in `wire`, turning answers into results or classified errors
-//! in `classify`; this module only moves bytes. The API key never reaches a log or an error message.
+//! in `classify`; the HTTP plumbing is shared with the other clients (`crate::http`). Grsai has no cancel call.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::RETRY_AFTER;
-use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
+use secrecy::SecretString;
 use tracing::instrument;
 
-use crate::{CreateRequest, Provider, ProviderError, RemoteStatus, Result};
+use crate::{http::HttpApi, CreateRequest, Provider, RemoteStatus, Result};
 
 mod classify;
 mod wire;
 
+pub use classify::parse_grsai_callback;
 use wire::{CreateBody, StatusBody};
 
 /// How to reach Grsai.
@@ -33,71 +32,17 @@ pub struct GrsaiConfig {
 /// A Grsai client; cheap to clone (the connection pool is shared).
 #[derive(Debug, Clone)]
 pub struct GrsaiClient {
-    http: reqwest::Client,
-    base_url: String,
-    api_key: SecretString,
+    api: HttpApi,
 }
 
 impl GrsaiClient {
     /// A client for `config`.
     ///
-    /// Fails with [`ProviderError::Rejected`] and status 0 (no request was sent) when the base URL does not parse,
-    /// the key cannot be sent as a header, or the HTTP client cannot be built.
+    /// Fails with [`crate::ProviderError::Rejected`] and status 0 (no request was sent) when the base URL does not
+    /// parse, the key cannot be sent as a header, or the HTTP client cannot be built.
     pub fn new(config: GrsaiConfig) -> Result<Self> {
-        let base_url = config.base_url.trim_end_matches('/').to_owned();
-        let parsed =
-            reqwest::Url::parse(&base_url).map_err(|error| invalid_config(format!("base url: {error}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(invalid_config(format!("base url scheme {:?}", parsed.scheme())));
-        }
-        let header = format!("Bearer {}", config.api_key.expose_secret());
-        if reqwest::header::HeaderValue::from_str(&header).is_err() {
-            // Say nothing about the key itself.
-            return Err(invalid_config("api key is not a valid header value".to_owned()));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .build()
-            .map_err(|error| invalid_config(format!("http client: {error}")))?;
-        Ok(Self {
-            http,
-            base_url,
-            api_key: config.api_key,
-        })
-    }
-
-    /// Posts `body` as JSON to `path` and returns the body of a 2xx answer; other answers become classified errors.
-    async fn post(&self, path: &str, body: &impl Serialize) -> Result<Vec<u8>> {
-        let url = format!("{}{path}", self.base_url);
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(self.api_key.expose_secret())
-            .json(body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let bytes = response.bytes().await.map_err(transport_error)?;
-        tracing::debug!(
-            http.status = status.as_u16(),
-            body.len = bytes.len(),
-            "grsai answered"
-        );
-        if status.is_success() {
-            Ok(bytes.to_vec())
-        } else {
-            Err(classify::http_error(
-                status.as_u16(),
-                retry_after.as_deref(),
-                &bytes,
-            ))
-        }
+        let api = HttpApi::new("grsai", &config.base_url, config.api_key, config.timeout)?;
+        Ok(Self { api })
     }
 }
 
@@ -123,7 +68,7 @@ impl Provider for GrsaiClient {
             polling = request.webhook_url.is_none(),
             "creating grsai task"
         );
-        let result = match self.post(body.path(), &body).await {
+        let result = match self.api.post(body.path(), &body).await {
             Ok(answer) => classify::created_id(&answer),
             Err(error) => Err(error),
         };
@@ -136,7 +81,11 @@ impl Provider for GrsaiClient {
 
     #[instrument(skip_all, fields(provider = "grsai", remote.id = %remote_id))]
     async fn status(&self, remote_id: &str) -> Result<RemoteStatus> {
-        let result = match self.post("/v1/draw/result", &StatusBody { id: remote_id }).await {
+        let result = match self
+            .api
+            .post("/v1/draw/result", &StatusBody { id: remote_id })
+            .await
+        {
             Ok(answer) => classify::remote_status(&answer),
             Err(error) => Err(error),
         };
@@ -148,35 +97,10 @@ impl Provider for GrsaiClient {
     }
 }
 
-fn invalid_config(message: String) -> ProviderError {
-    ProviderError::Rejected {
-        status: 0,
-        message: format!("invalid grsai config: {message}"),
-    }
-}
-
-/// A failure to send the request or read the answer (timeout, refused connection, reset, bad TLS): transient.
-fn transport_error(error: reqwest::Error) -> ProviderError {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else {
-        "transport error"
-    };
-    let mut message = format!("{kind}: {error}");
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    ProviderError::Transient(message)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ProviderError;
 
     fn config(base_url: &str, key: &str) -> GrsaiConfig {
         GrsaiConfig {
@@ -189,15 +113,11 @@ mod tests {
     #[test]
     fn config_is_checked_without_leaking_the_key() {
         let client = GrsaiClient::new(config("http://grsai.test/", "k")).expect("valid config");
-        assert_eq!(client.base_url, "http://grsai.test");
+        assert_eq!(client.api.base_url(), "http://grsai.test");
         assert!(!format!("{client:?}").contains("Bearer k"));
         assert!(matches!(
             GrsaiClient::new(config("not a url", "k")),
-            Err(ProviderError::Rejected { status: 0, .. })
-        ));
-        assert!(matches!(
-            GrsaiClient::new(config("ftp://grsai.test", "k")),
-            Err(ProviderError::Rejected { status: 0, .. })
+            Err(ProviderError::Rejected { status: 0, message }) if message.starts_with("invalid grsai config")
         ));
         let error =
             GrsaiClient::new(config("http://grsai.test", "secret\nkey")).expect_err("bad key refused");

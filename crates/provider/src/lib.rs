@@ -1,15 +1,21 @@
-//! The provider boundary: what Gantry asks of a remote video generator, and the Grsai client.
+//! The provider boundary: what Gantry asks of a remote video generator, and its clients: Grsai ([`GrsaiClient`]) and
+//! Seedance on BytePlus ModelArk ([`SeedanceClient`]).
 //!
 //! Services know the [`Provider`] trait only. Errors are classified as types ([`ProviderError`]) so that the
-//! retry policy never matches on strings.
+//! retry policy never matches on strings; every client shares one HTTP classification. Callback bodies are read with
+//! [`parse_grsai_callback`] and [`parse_seedance_callback`], which map exactly like the status calls.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+mod classify;
 mod grsai;
+mod http;
+mod seedance;
 
-pub use grsai::{GrsaiClient, GrsaiConfig};
+pub use grsai::{parse_grsai_callback, GrsaiClient, GrsaiConfig};
+pub use seedance::{parse_seedance_callback, SeedanceClient, SeedanceConfig};
 
 /// A model Gantry can generate with, by its canonical name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use gantry_provider::{
     CreateRequest, FailureCode, GrsaiClient, GrsaiConfig, Model, Provider, ProviderError, RemoteStatus,
 };
-use gantry_sim::{SimConfig, SimHandle};
+use gantry_sim::{FaultConfig, SimConfig, SimHandle};
 use secrecy::SecretString;
 use tokio::time::Instant;
 
@@ -184,4 +184,68 @@ async fn slow_answers_and_dead_servers_are_transient() {
     let error = client.create(&request(Model::Sora2, "a cat")).await.unwrap_err();
     assert!(matches!(error, ProviderError::Transient(_)), "{error:?}");
     assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn injected_faults_are_classified() {
+    let sim = start_sim(0).await;
+    let client = client(&sim, sim.api_key(), Duration::from_millis(300));
+    let faults = |faults: FaultConfig| sim.set_faults(faults).unwrap();
+
+    faults(FaultConfig {
+        rate_429: 1.0,
+        retry_after_secs: Some(2),
+        ..FaultConfig::default()
+    });
+    let error = client.create(&request(Model::Sora2, "a cat")).await.unwrap_err();
+    assert!(
+        matches!(error, ProviderError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(2)),
+        "{error:?}"
+    );
+
+    faults(FaultConfig {
+        rate_5xx: 1.0,
+        ..FaultConfig::default()
+    });
+    let error = client.status("sim-1").await.unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Transient(message) if message.starts_with("http 50")),
+        "{error:?}"
+    );
+
+    faults(FaultConfig {
+        malformed_rate: 1.0,
+        ..FaultConfig::default()
+    });
+    for result in [
+        client
+            .create(&request(Model::Veo31Fast, "a dog"))
+            .await
+            .map(|_| ()),
+        client.status("sim-1").await.map(|_| ()),
+    ] {
+        assert!(matches!(result, Err(ProviderError::Transient(_))), "{result:?}");
+    }
+
+    faults(FaultConfig {
+        timeout_rate: 1.0,
+        ..FaultConfig::default()
+    });
+    let error = client.create(&request(Model::Sora2, "a cat")).await.unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Transient(message) if message.starts_with("timed out")),
+        "{error:?}"
+    );
+
+    let stats = sim.stats();
+    assert!(stats.tasks.is_empty(), "a faulted create created a task");
+    assert_eq!(
+        (
+            stats.rate_limited,
+            stats.server_errors,
+            stats.malformed,
+            stats.timeouts
+        ),
+        (1, 1, 2, 1)
+    );
 }

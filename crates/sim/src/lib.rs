@@ -1,18 +1,25 @@
-//! A simulator of the Grsai video API, as a real HTTP server.
+//! A simulator of the provider APIs Gantry uses, as a real HTTP server: Grsai and Seedance (BytePlus ModelArk).
 //!
-//! It speaks the endpoints Gantry uses (`/v1/video/sora-video`, `/v1/video/veo`, `/v1/draw/result`), keeps tasks in
-//! memory and finishes each one a configurable time after it was created. Markers in the prompt force an outcome:
+//! It speaks the Grsai endpoints (`/v1/video/sora-video`, `/v1/video/veo`, `/v1/draw/result`) and the Seedance ones
+//! (`POST /api/v3/contents/generations/tasks`, `GET` and `DELETE .../tasks/{id}`) on the same port, with the same
+//! key and one task store, and finishes each task a configurable time after it was created. Markers in the prompt
+//! force an outcome, whichever the API:
 //!
 //! | marker | effect |
 //! | --- | --- |
 //! | `[sim:reject]` | the create call answers HTTP 400 |
-//! | `[sim:fail]` | the task fails with `failure_reason: "error"` |
-//! | `[sim:moderation]` | the task fails with `failure_reason: "input_moderation"` |
-//! | `[sim:output-moderation]` | the task fails with `failure_reason: "output_moderation"` |
+//! | `[sim:fail]` | the task fails (Grsai `failure_reason: "error"`) |
+//! | `[sim:moderation]` | the task fails for input moderation |
+//! | `[sim:output-moderation]` | the task fails for output moderation |
 //! | `[sim:never]` | the task runs forever, progress capped at 99 |
 //!
-//! Besides the API it serves `GET /sim/stats` and `POST /sim/reset` (no auth) for tests, and tiny placeholder files
-//! under `/videos/<id>.mp4` and `/frames/<id>-last.jpg`. Webhooks are accepted but never called back.
+//! A create with a webhook URL (Grsai `webHook`, Seedance `callback_url`) gets callbacks (module `webhook`).
+//! [`FaultConfig`] makes the provider flaky: 429s, 5xx, latency, hangs, malformed answers, a concurrency limit,
+//! tasks that never finish, lost, doubled and reordered callbacks.
+//!
+//! Besides the API it serves, without auth, for tests: `GET /sim/stats`, `POST /sim/reset`, `GET`/`POST /sim/config`
+//! (the current [`FaultConfig`]; a POST replaces it and answers 204), and tiny placeholder files under
+//! `/videos/<id>.mp4` and `/frames/<id>-last.jpg`.
 //!
 //! [`run`] serves on a listener until a [`CancellationToken`] is cancelled; [`spawn`] does the same in the background
 //! and hands back a [`SimHandle`] for tests.
@@ -27,16 +34,21 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 mod api;
+mod faults;
+mod seedance;
 mod state;
 mod stats;
+mod task;
+mod webhook;
 mod wire;
 
+pub use faults::FaultConfig;
 pub use stats::{SimStats, SimTaskInfo};
 
 use state::Sim;
 
 /// Settings of one simulator instance.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct SimConfig {
     /// Where [`spawn`] binds; port 0 picks a free port. Ignored by [`run`], which is handed a listener.
@@ -51,6 +63,8 @@ pub struct SimConfig {
     pub poll_latency_ms: u64,
     /// Base of the fake result URLs; `None` means `http://<bound address>` (loopback if bound to `0.0.0.0`).
     pub public_base_url: Option<String>,
+    /// The faults injected from the start; `POST /sim/config` or [`SimHandle::set_faults`] replace them later.
+    pub faults: FaultConfig,
 }
 
 impl Default for SimConfig {
@@ -62,22 +76,31 @@ impl Default for SimConfig {
             duration_jitter_ms: 0,
             poll_latency_ms: 0,
             public_base_url: None,
+            faults: FaultConfig::default(),
         }
     }
 }
 
 /// Runs the simulator on `listener` until `shutdown` is cancelled.
+///
+/// Fails with [`io::ErrorKind::InvalidInput`] when `config.faults` is invalid (see [`FaultConfig::validate`]).
 pub async fn run(config: SimConfig, listener: TcpListener, shutdown: CancellationToken) -> io::Result<()> {
-    let sim = Arc::new(Sim::new(config, listener.local_addr()?));
+    let sim = Arc::new(new_sim(config, listener.local_addr()?, shutdown.clone())?);
     serve(sim, listener, shutdown).await
 }
 
 /// Binds `config.listen` (port 0 allowed) and runs the simulator in the background on the current tokio runtime.
+///
+/// Fails with [`io::ErrorKind::InvalidInput`] when `config.faults` is invalid (see [`FaultConfig::validate`]).
 pub async fn spawn(config: SimConfig) -> io::Result<SimHandle> {
+    config
+        .faults
+        .validate()
+        .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let sim = Arc::new(Sim::new(config, addr));
     let shutdown = CancellationToken::new();
+    let sim = Arc::new(new_sim(config, addr, shutdown.clone())?);
     let task = tokio::spawn(serve(Arc::clone(&sim), listener, shutdown.clone()));
     Ok(SimHandle {
         addr,
@@ -85,6 +108,10 @@ pub async fn spawn(config: SimConfig) -> io::Result<SimHandle> {
         shutdown,
         task: Some(task),
     })
+}
+
+fn new_sim(config: SimConfig, addr: SocketAddr, shutdown: CancellationToken) -> io::Result<Sim> {
+    Sim::new(config, addr, shutdown).map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))
 }
 
 async fn serve(sim: Arc<Sim>, listener: TcpListener, shutdown: CancellationToken) -> io::Result<()> {
@@ -112,7 +139,7 @@ impl SimHandle {
         self.addr
     }
 
-    /// `http://<addr>`, the base URL a Grsai client should use (an unspecified IP such as `0.0.0.0` becomes
+    /// `http://<addr>`, the base URL a Grsai or Seedance client should use (an unspecified IP such as `0.0.0.0` becomes
     /// loopback).
     pub fn base_url(&self) -> String {
         local_base_url(self.addr)
@@ -126,6 +153,19 @@ impl SimHandle {
     /// A snapshot of the counters and tasks, read in process.
     pub fn stats(&self) -> SimStats {
         self.sim.stats()
+    }
+
+    /// The faults in force, like `GET /sim/config`.
+    pub fn faults(&self) -> FaultConfig {
+        self.sim.faults().config().clone()
+    }
+
+    /// Replaces the faults (and reseeds their random draws), like `POST /sim/config`; refuses an invalid config
+    /// with the reason.
+    pub fn set_faults(&self, faults: FaultConfig) -> Result<(), String> {
+        faults.validate()?;
+        self.sim.set_faults(faults);
+        Ok(())
     }
 
     /// Forgets all tasks and clears the counters, like `POST /sim/reset`.

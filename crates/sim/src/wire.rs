@@ -5,7 +5,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{NewTask, Phase};
+use crate::{
+    state::{last_frame_url, NewTask},
+    task::{Api, Failure, Phase},
+    webhook::Callback,
+};
+
+/// `webHook` value that asks for no callback.
+const NO_WEBHOOK: &str = "-1";
 
 /// The aspect ratios both models accept.
 const ASPECT_RATIOS: [&str; 2] = ["9:16", "16:9"];
@@ -25,6 +32,8 @@ pub(crate) struct SoraCreate {
     url: Option<String>,
     aspect_ratio: Option<String>,
     duration: Option<u32>,
+    web_hook: Option<String>,
+    shut_progress: Option<bool>,
 }
 
 /// Body of `POST /v1/video/veo`.
@@ -37,6 +46,8 @@ pub(crate) struct VeoCreate {
     first_frame_url: Option<String>,
     #[serde(default)]
     urls: Vec<String>,
+    web_hook: Option<String>,
+    shut_progress: Option<bool>,
 }
 
 /// Body of `POST /v1/draw/result`.
@@ -87,7 +98,8 @@ pub(crate) struct ResultUrl {
     url: String,
 }
 
-/// `data` of a draw/result answer; fields that do not apply are empty, as the real API sends them.
+/// `data` of a draw/result answer, and the body of a callback; fields that do not apply are empty, as the real API
+/// sends them.
 #[derive(Debug, Serialize)]
 pub(crate) struct TaskData {
     id: String,
@@ -122,13 +134,24 @@ impl TaskData {
                 data.progress = 100;
                 data.results.push(ResultUrl { url: video.clone() });
                 data.url = video;
-                data.last_frame_url = Some(format!("{base_url}/frames/{id}-last.jpg"));
+                data.last_frame_url = Some(last_frame_url(base_url, id));
             }
-            Phase::Failed { reason, error } => {
+            Phase::Failed(failure) => {
+                let (reason, error) = match failure {
+                    Failure::Error => ("error", "simulated failure"),
+                    Failure::InputModeration => ("input_moderation", "simulated input moderation"),
+                    Failure::OutputModeration => ("output_moderation", "simulated output moderation"),
+                };
                 data.status = "failed";
                 data.progress = 100;
                 data.failure_reason = reason;
                 data.error = error;
+            }
+            Phase::Cancelled => {
+                data.status = "failed";
+                data.progress = 100;
+                data.failure_reason = "error";
+                data.error = "cancelled";
             }
         }
         data
@@ -149,9 +172,12 @@ impl SoraCreate {
             other => return Err(format!("duration must be 10 or 15, got {other:?}")),
         }
         Ok(NewTask {
+            api: Api::Grsai,
             model,
             prompt,
-            first_frame_url: self.url.filter(|url| !url.is_empty()),
+            first_frame_url: non_empty(self.url),
+            report_last_frame: true,
+            callback: callback(self.web_hook, self.shut_progress),
         })
     }
 }
@@ -169,11 +195,27 @@ impl VeoCreate {
             return Err(format!("at most {MAX_VEO_REFERENCES} reference urls"));
         }
         Ok(NewTask {
+            api: Api::Grsai,
             model,
             prompt,
-            first_frame_url: self.first_frame_url.filter(|url| !url.is_empty()),
+            first_frame_url: non_empty(self.first_frame_url),
+            report_last_frame: true,
+            callback: callback(self.web_hook, self.shut_progress),
         })
     }
+}
+
+/// The callback a create asks for: none for an absent, empty or `"-1"` `webHook`; progress unless `shutProgress`.
+fn callback(web_hook: Option<String>, shut_progress: Option<bool>) -> Option<Callback> {
+    let url = non_empty(web_hook).filter(|url| url != NO_WEBHOOK)?;
+    Some(Callback {
+        url,
+        progress: !shut_progress.unwrap_or(false),
+    })
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|value| !value.trim().is_empty())
 }
 
 fn check_prompt(prompt: Option<String>) -> Result<String, String> {
@@ -201,6 +243,8 @@ mod tests {
             url: Some("http://img/1.png".into()),
             aspect_ratio: Some("16:9".into()),
             duration: Some(10),
+            web_hook: Some("-1".into()),
+            shut_progress: Some(true),
         }
     }
 
@@ -211,6 +255,8 @@ mod tests {
             aspect_ratio: Some("9:16".into()),
             first_frame_url: Some("http://img/first.png".into()),
             urls: Vec::new(),
+            web_hook: Some("http://hook/x".into()),
+            shut_progress: None,
         }
     }
 
@@ -218,9 +264,27 @@ mod tests {
     fn valid_calls_become_tasks() {
         let task = sora().validate().expect("valid sora");
         assert_eq!(task.first_frame_url.as_deref(), Some("http://img/1.png"));
+        assert!(task.callback.is_none());
         let task = veo().validate().expect("valid veo");
         assert_eq!(task.model, "veo3.1-pro");
         assert_eq!(task.first_frame_url.as_deref(), Some("http://img/first.png"));
+        let callback = task.callback.expect("a callback");
+        assert_eq!(
+            (callback.url.as_str(), callback.progress),
+            ("http://hook/x", true)
+        );
+        let quiet = VeoCreate {
+            shut_progress: Some(true),
+            ..veo()
+        };
+        assert!(
+            !quiet
+                .validate()
+                .expect("valid veo")
+                .callback
+                .expect("a callback")
+                .progress
+        );
     }
 
     #[test]
@@ -289,5 +353,13 @@ mod tests {
         assert_eq!(data["status"], "running");
         assert_eq!(data["progress"], 7);
         assert!(data.get("last_frame_url").is_none());
+        let data = serde_json::to_value(TaskData::new(
+            "sim-1",
+            Phase::Failed(Failure::InputModeration),
+            "http://h",
+        ))
+        .expect("serialise");
+        assert_eq!(data["failure_reason"], "input_moderation");
+        assert_eq!(data["error"], "simulated input moderation");
     }
 }

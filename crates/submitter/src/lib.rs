@@ -5,13 +5,16 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use gantry_core::{
+    callback,
     consumer::{Consumer, ConsumerOptions, Delivery},
     messages::Message,
     model::now_ms,
+    providers::Providers,
+    retry::{self, Decision},
     store::{Claim, Outcome},
     Config, Store,
 };
-use gantry_provider::{CreateRequest, Model, Provider, ProviderError};
+use gantry_provider::{CreateRequest, Model, ProviderError};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -22,14 +25,15 @@ pub const GROUP: &str = "submitter";
 /// Runs a submitter until `shutdown`, then finishes the creates in flight.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::from_config(config).await?;
-    let provider = gantry_core::provider_from_config(config)?;
+    let providers = Providers::from_config(config, &store)?;
     let streams = (0..store.keys().partitions())
         .map(|p| store.keys().submit_stream(p))
         .collect();
     let options = ConsumerOptions {
         count: config.submitter.read_count,
         block: Duration::from_millis(config.submitter.block_ms),
-        claim_idle: Duration::from_millis(config.submitter.lease_ms),
+        // Reclaim a dead submitter's messages only once the task's lease has run out.
+        claim_idle: Duration::from_millis(config.submitter.lease_ms + 1_000),
     };
     let mut consumer = Consumer::join(&store, GROUP, streams, options)
         .await
@@ -37,12 +41,20 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     tracing::info!(consumer = consumer.name(), "submitter started");
     let worker = Arc::new(Worker {
         store,
-        provider,
+        providers,
         config: config.clone(),
     });
     let permits = Arc::new(Semaphore::new(config.submitter.concurrency));
     let mut in_flight = JoinSet::new();
     while !shutdown.is_cancelled() {
+        // Due retries become submit messages again (read below, by whichever submitter gets them).
+        if let Err(e) = worker
+            .store
+            .pump_retries(now_ms(), config.submitter.read_count)
+            .await
+        {
+            tracing::warn!(error = %e, "moving due retries failed");
+        }
         let deliveries = match consumer.next().await {
             Ok(deliveries) => deliveries,
             Err(e) => {
@@ -75,7 +87,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
 
 struct Worker {
     store: Store,
-    provider: Arc<dyn Provider>,
+    providers: Providers,
     config: Config,
 }
 
@@ -118,6 +130,11 @@ impl Worker {
                 spec,
                 chain_first_frame,
             } => (attempt, model, spec, chain_first_frame),
+            Claim::Skip(status) if status == "submitting" => {
+                // Another submitter holds the task. Leave this message pending: if that submitter dies, the
+                // message is reclaimed after the lease and the task taken over.
+                anyhow::bail!("task is being submitted elsewhere");
+            }
             Claim::Skip(status) => {
                 tracing::debug!(status, "nothing to submit");
                 return Ok(());
@@ -133,6 +150,20 @@ impl Worker {
                 .await?;
             return Ok(());
         };
+        let (provider_name, provider) = self.providers.for_model(model);
+        let webhook_url = match (
+            &self.config.provider.callback_base_url,
+            &self.config.provider.callback_secret,
+        ) {
+            (Some(base), Some(secret)) => Some(callback::url(
+                base,
+                provider_name.as_str(),
+                task_id,
+                attempt,
+                secret.expose(),
+            )),
+            _ => None,
+        };
         let mut request = CreateRequest {
             model,
             prompt: spec.prompt,
@@ -141,40 +172,60 @@ impl Worker {
             reference_image_urls: spec.reference_image_urls,
             first_frame_url: spec.first_frame_url,
             last_frame_url: spec.last_frame_url,
-            webhook_url: None,
+            webhook_url,
         };
         if let Some(frame) = chain_first_frame {
-            // Visual continuity: Veo starts from the previous shot's last frame; Sora takes it as its reference.
-            match model {
-                Model::Sora2 => request.reference_image_urls = vec![frame],
-                Model::Veo31Fast | Model::Veo31Pro => request.first_frame_url = Some(frame),
+            // Visual continuity: the shot starts from the previous shot's last frame.
+            match (model, provider_name) {
+                (Model::Sora2, gantry_core::config::ProviderName::Grsai) => {
+                    request.reference_image_urls = vec![frame]
+                }
+                _ => request.first_frame_url = Some(frame),
             }
         }
-        match self.provider.create(&request).await {
+        match provider.create(&request).await {
             Ok(remote_id) => {
                 let now = now_ms();
-                let first_poll = now + self.config.poller.first_poll_delay_ms;
+                let poller = &self.config.poller;
+                let first_poll = now + poller.expected_ms(model);
+                let remote = (provider_name.as_str(), remote_id.as_str());
                 if !self
                     .store
-                    .mark_running(task_id, attempt, &remote_id, now, first_poll)
+                    .mark_running(task_id, attempt, remote, now, first_poll)
                     .await?
                 {
                     tracing::warn!(remote.id = %remote_id, "task moved on while it was created; result ignored");
                 }
-                tracing::info!(remote.id = %remote_id, attempt, "task created at the provider");
+                tracing::info!(remote.id = %remote_id, attempt, provider = provider_name.as_str(), "task created");
             }
-            Err(e) => {
-                let code = match e {
+            Err(e) => self.failed_create(task_id, attempt, &e).await?,
+        }
+        Ok(())
+    }
+
+    /// A create failed: schedule a retry when the policy allows one, else fail the task.
+    async fn failed_create(&self, task_id: &str, attempt: u32, error: &ProviderError) -> anyhow::Result<()> {
+        let now = now_ms();
+        match retry::decide(&self.config.retry, error, attempt) {
+            Decision::RetryAfter(wait) => {
+                let due = now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                tracing::warn!(error = %error, attempt, retry_in_ms = due - now, "provider create failed; retry scheduled");
+                self.store
+                    .retry_later(task_id, attempt, due, &error.to_string(), now)
+                    .await?;
+            }
+            Decision::GiveUp => {
+                let code = match error {
                     ProviderError::Rejected { .. } => "rejected",
                     ProviderError::RateLimited { .. } | ProviderError::Transient(_) => "provider_error",
                 };
-                tracing::warn!(error = %e, attempt, "provider create failed");
+                tracing::warn!(error = %error, attempt, "provider create failed for good");
                 let outcome = Outcome::Failed {
                     code: code.into(),
-                    message: e.to_string(),
+                    message: error.to_string(),
                 };
                 self.store
-                    .finish_task(task_id, Some(attempt), &outcome, now_ms())
+                    .finish_task(task_id, Some(attempt), &outcome, now)
                     .await?;
             }
         }

@@ -9,6 +9,7 @@
 //! - Streams are read through consumer groups and acknowledged after the effect is durable (`consumer.rs`).
 
 mod batches;
+mod limiter;
 mod scripts;
 mod tasks;
 mod tenants;
@@ -19,6 +20,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use self::{
     batches::Page,
+    limiter::CallOutcome,
     tasks::{Claim, Outcome, PollTarget},
     tenants::{Credits, LedgerEntry, Reservation, Settlement},
 };

@@ -25,6 +25,10 @@ pub(crate) struct Scripts {
     pub grant: Script,
     pub reserve: Script,
     pub settle: Script,
+    pub retry_later: Script,
+    pub retry_pump: Script,
+    pub limiter_acquire: Script,
+    pub limiter_release: Script,
 }
 
 impl Scripts {
@@ -40,6 +44,10 @@ impl Scripts {
             grant: script!("grant"),
             reserve: script!("reserve"),
             settle: script!("settle"),
+            retry_later: script!("retry_later"),
+            retry_pump: script!("retry_pump"),
+            limiter_acquire: script!("limiter_acquire"),
+            limiter_release: script!("limiter_release"),
         }
     }
 }

@@ -42,6 +42,13 @@ pub struct PollTarget {
     pub model: String,
     pub batch_id: String,
     pub progress: u8,
+    /// The provider that holds the remote task.
+    pub provider: String,
+    /// Polls so far, and consecutive failed status calls.
+    pub polls: u32,
+    pub poll_errors: u32,
+    /// When the provider accepted the task (ms).
+    pub submitted_at: u64,
 }
 
 fn batch_of(task_id: &str) -> Result<String> {
@@ -92,10 +99,11 @@ impl Store {
         &self,
         task_id: &str,
         attempt: u32,
-        remote_id: &str,
+        remote: (&str, &str),
         now: u64,
         first_poll_at: u64,
     ) -> Result<bool> {
+        let (provider, remote_id) = remote;
         let batch_id = batch_of(task_id)?;
         let applied: i64 = self
             .scripts
@@ -107,6 +115,7 @@ impl Store {
             .arg(attempt)
             .arg(remote_id)
             .arg(first_poll_at)
+            .arg(provider)
             .invoke_async(&mut self.connection())
             .await?;
         Ok(applied == 1)
@@ -158,6 +167,50 @@ impl Store {
         Ok(applied == 1)
     }
 
+    /// `submitting → queued` with a retry scheduled at `due`; false if the attempt is stale.
+    pub async fn retry_later(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        due: u64,
+        error: &str,
+        now: u64,
+    ) -> Result<bool> {
+        let batch_id = batch_of(task_id)?;
+        let applied: i64 = self
+            .scripts
+            .retry_later
+            .key(self.keys.task(&batch_id, task_id))
+            .key(self.keys.batch(&batch_id))
+            .key(self.keys.retries(self.keys.partition_of(&batch_id)))
+            .key(self.keys.batch_events(&batch_id))
+            .arg(now)
+            .arg(attempt)
+            .arg(due)
+            .arg(error)
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok(applied == 1)
+    }
+
+    /// Turns due retries of every partition back into submit messages; returns how many.
+    pub async fn pump_retries(&self, now: u64, max: usize) -> Result<usize> {
+        let mut moved = 0;
+        for p in 0..self.keys.partitions() {
+            let n: usize = self
+                .scripts
+                .retry_pump
+                .key(self.keys.retries(p))
+                .key(self.keys.submit_stream(p))
+                .arg(now)
+                .arg(max)
+                .invoke_async(&mut self.connection())
+                .await?;
+            moved += n;
+        }
+        Ok(moved)
+    }
+
     /// Claims up to `max` due polls of a partition, each leased for `lease_ms`.
     pub async fn claim_polls(
         &self,
@@ -190,28 +243,39 @@ impl Store {
     /// What a poller needs to know about a task.
     pub async fn poll_target(&self, task_id: &str) -> Result<Option<PollTarget>> {
         let batch_id = batch_of(task_id)?;
-        type Fields = (
-            Option<String>,
-            Option<u32>,
-            Option<String>,
-            Option<String>,
-            Option<u8>,
-        );
-        let (status, attempt, remote_id, model, progress): Fields = self
+        let key = self.keys.task(&batch_id, task_id);
+        let fields: Vec<Option<String>> = self
             .connection()
             .hmget(
-                self.keys.task(&batch_id, task_id),
-                &["status", "attempts", "remote_id", "model", "progress"],
+                &key,
+                &[
+                    "status",
+                    "attempts",
+                    "remote_id",
+                    "model",
+                    "progress",
+                    "provider",
+                    "polls",
+                    "poll_errors",
+                    "submitted_at",
+                ],
             )
             .await?;
-        Ok(match (status, attempt, model) {
-            (Some(status), Some(attempt), Some(model)) => Some(PollTarget {
+        let text = |i: usize| fields.get(i).cloned().flatten();
+        let num = |i: usize| text(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let small = |i: usize| u32::try_from(num(i)).unwrap_or(u32::MAX);
+        Ok(match (text(0), text(3)) {
+            (Some(status), Some(model)) => Some(PollTarget {
                 status,
-                attempt,
-                remote_id: remote_id.unwrap_or_default(),
+                attempt: small(1),
+                remote_id: text(2).unwrap_or_default(),
                 model,
                 batch_id,
-                progress: progress.unwrap_or(0),
+                progress: u8::try_from(num(4).min(100)).unwrap_or(100),
+                provider: text(5).unwrap_or_else(|| "grsai".into()),
+                polls: small(6),
+                poll_errors: small(7),
+                submitted_at: num(8),
             }),
             _ => None,
         })
@@ -225,6 +289,7 @@ impl Store {
         progress: u8,
         now: u64,
         next_at: u64,
+        error: Option<&str>,
     ) -> Result<bool> {
         let batch_id = batch_of(task_id)?;
         let applied: i64 = self
@@ -238,6 +303,7 @@ impl Store {
             .arg(progress)
             .arg(next_at)
             .arg(task_id)
+            .arg(error.unwrap_or(""))
             .invoke_async(&mut self.connection())
             .await?;
         Ok(applied == 1)
@@ -287,5 +353,34 @@ impl Store {
             .invoke_async(&mut self.connection())
             .await?;
         Ok(applied == 1)
+    }
+}
+
+impl Store {
+    /// Applies a provider's answer about a task's attempt: terminal answers finish the task (state-checked and
+    /// fenced by attempt, so duplicates and late answers change nothing); others change nothing here.
+    pub async fn apply_remote_status(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        status: gantry_provider::RemoteStatus,
+        now: u64,
+    ) -> Result<bool> {
+        use gantry_provider::RemoteStatus;
+        let outcome = match status {
+            RemoteStatus::Succeeded {
+                video_url,
+                last_frame_url,
+            } => Outcome::Succeeded {
+                video_url,
+                last_frame_url,
+            },
+            RemoteStatus::Failed { code, message } => Outcome::Failed {
+                code: code.as_str().into(),
+                message,
+            },
+            RemoteStatus::Pending | RemoteStatus::Running { .. } => return Ok(false),
+        };
+        self.finish_task(task_id, Some(attempt), &outcome, now).await
     }
 }

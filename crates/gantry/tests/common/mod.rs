@@ -20,8 +20,19 @@ pub fn test_config() -> Config {
     config.sim.listen = ([127, 0, 0, 1], 0).into();
     config.sim.task_duration_ms = 300;
     config.sim.duration_jitter_ms = 200;
-    config.poller.first_poll_delay_ms = 50;
+    config.poller.set_expected_ms(50);
     config.poller.interval_ms = 50;
+    config.poller.max_interval_ms = 200;
+    config.poller.min_interval_ms = 10;
+    // Generous shared limits: tests of the limits set their own.
+    for limits in [
+        &mut config.provider.limits.grsai,
+        &mut config.provider.limits.seedance,
+    ] {
+        limits.rate_per_sec = 2000.0;
+        limits.burst = 200;
+        limits.max_in_flight = 200;
+    }
     config.poller.idle_wait_ms = 100;
     config.submitter.block_ms = 200;
     config.settlement.block_ms = 200;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod batches;
+mod callbacks;
 mod credits;
 mod events;
 mod health;
@@ -26,6 +27,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/batches/{id}/events", get(events::stream))
         .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/credits", get(credits::get))
+        .route(
+            "/v1/provider/callbacks/{provider}/{task_id}",
+            post(callbacks::receive),
+        )
         .route("/admin/v1/tenants", post(admin::create_tenant))
         .route("/admin/v1/tenants/{id}/credits", post(admin::grant))
 }

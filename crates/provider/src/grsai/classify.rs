@@ -1,9 +1,9 @@
-//! Pure mapping from Grsai answers to Gantry's types: HTTP status to error class, create answer to task id, status
-//! answer to [`RemoteStatus`].
+//! Pure mapping from Grsai answers to Gantry's types: create answer to task id, status answer (or callback) to
+//! [`RemoteStatus`]. Non-2xx answers are classified by the shared `crate::classify`.
 //!
 //! | answer | create | status |
 //! | --- | --- | --- |
-//! | HTTP 400/401/403/404/422 (and other 4xx but 408) | `Rejected{status}` | `Rejected{status}` |
+//! | HTTP 400/401/403/404/422 (and other 4xx but 408 and 429) | `Rejected{status}` | `Rejected{status}` |
 //! | HTTP 429 | `RateLimited{Retry-After}` | `RateLimited{Retry-After}` |
 //! | HTTP 408, 5xx, anything else unexpected | `Transient` | `Transient` |
 //! | body that does not decode | `Transient` | `Transient` |
@@ -11,33 +11,16 @@
 //! | `code: -22` | `Rejected{200}` | `Pending` |
 //! | other `code` | `Rejected{200}` | `Transient` |
 
-use std::time::Duration;
-
 use serde::de::DeserializeOwned;
 
 use super::wire::{CreatedData, Envelope, TaskData};
-use crate::{FailureCode, ProviderError, RemoteStatus, Result};
+use crate::{
+    classify::{non_empty, progress, truncate},
+    FailureCode, ProviderError, RemoteStatus, Result,
+};
 
 /// `code` Grsai answers when it does not know a task (yet).
 const NOT_KNOWN_YET: i64 = -22;
-
-/// Longest provider message kept in an error, in characters.
-const MAX_MESSAGE_CHARS: usize = 300;
-
-/// The error for a non-2xx answer with `status`, its `Retry-After` header and its body.
-pub(crate) fn http_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> ProviderError {
-    match status {
-        429 => ProviderError::RateLimited {
-            retry_after: retry_after.and_then(parse_retry_after),
-        },
-        408 => ProviderError::Transient(format!("http {status}: {}", body_message(body))),
-        400..=499 => ProviderError::Rejected {
-            status,
-            message: body_message(body),
-        },
-        _ => ProviderError::Transient(format!("http {status}: {}", body_message(body))),
-    }
-}
 
 /// The remote task id from a 2xx answer to a create call.
 pub(crate) fn created_id(body: &[u8]) -> Result<String> {
@@ -65,6 +48,24 @@ pub(crate) fn remote_status(body: &[u8]) -> Result<RemoteStatus> {
     let data = envelope
         .data
         .ok_or_else(|| ProviderError::Transient("status answer without data".to_owned()))?;
+    task_status(data)
+}
+
+/// The remote id and state carried by a Grsai callback, whose body is the `data` object of the status answer
+/// (`id`, `status`, `progress`, `results`, `url`, `failure_reason`, `error`, `last_frame_url`).
+///
+/// Mapped exactly like a status answer; a body that does not decode, lacks the id or has an unknown status is
+/// [`ProviderError::Transient`], as it would be from the status call.
+pub fn parse_grsai_callback(body: &[u8]) -> Result<(String, RemoteStatus)> {
+    let mut data: TaskData = serde_json::from_slice(body)
+        .map_err(|error| ProviderError::Transient(format!("undecodable callback: {error}")))?;
+    let id = non_empty(data.id.take())
+        .ok_or_else(|| ProviderError::Transient("callback without a task id".to_owned()))?;
+    Ok((id, task_status(data)?))
+}
+
+/// The state described by one task object.
+fn task_status(data: TaskData) -> Result<RemoteStatus> {
     match data.status.as_deref() {
         Some("running") => Ok(RemoteStatus::Running {
             progress: progress(data.progress),
@@ -102,20 +103,9 @@ pub(crate) fn remote_status(body: &[u8]) -> Result<RemoteStatus> {
     }
 }
 
-/// `Retry-After` as a number of seconds; the HTTP-date form is not used by Grsai and is ignored.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<Envelope<T>> {
     serde_json::from_slice(body)
         .map_err(|error| ProviderError::Transient(format!("undecodable answer: {error}")))
-}
-
-/// Progress as a percentage, clamped to 0..=100.
-fn progress(value: Option<f64>) -> u8 {
-    // The clamp makes the cast exact.
-    value.unwrap_or(0.0).clamp(0.0, 100.0).round() as u8
 }
 
 fn code_message(code: i64, msg: Option<String>) -> String {
@@ -123,36 +113,6 @@ fn code_message(code: i64, msg: Option<String>) -> String {
         "code {code}: {}",
         truncate(msg.as_deref().unwrap_or("no message"))
     )
-}
-
-/// The `msg` of a JSON error body, or the body itself as text.
-fn body_message(body: &[u8]) -> String {
-    let msg = serde_json::from_slice::<Envelope<serde::de::IgnoredAny>>(body)
-        .ok()
-        .and_then(|envelope| non_empty(envelope.msg));
-    match msg {
-        Some(msg) => truncate(&msg),
-        None => {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            if text.is_empty() {
-                "no message".to_owned()
-            } else {
-                truncate(text)
-            }
-        }
-    }
-}
-
-fn truncate(text: &str) -> String {
-    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
-}
-
-fn non_empty(value: Option<String>) -> Option<String> {
-    value.filter(|value| !value.trim().is_empty())
 }
 
 #[cfg(test)]
@@ -289,38 +249,49 @@ mod tests {
     }
 
     #[test]
-    fn http_statuses_are_classified() {
-        for status in [400, 401, 403, 404, 422] {
-            assert!(
-                matches!(http_error(status, None, b"{\"code\":-1,\"msg\":\"bad\"}"),
-                    ProviderError::Rejected { status: s, message } if s == status && message == "bad"),
-                "{status}"
-            );
-        }
-        assert!(matches!(
-            http_error(429, Some(" 7 "), b""),
-            ProviderError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(7)
-        ));
-        assert!(matches!(
-            http_error(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"), b""),
-            ProviderError::RateLimited { retry_after: None }
-        ));
-        for status in [408, 500, 502, 503, 504, 302] {
-            assert!(
-                matches!(http_error(status, None, b"oops"), ProviderError::Transient(_)),
-                "{status}"
-            );
-        }
-    }
-
-    #[test]
-    fn messages_are_taken_from_the_body_and_truncated() {
-        assert_eq!(body_message(b"  plain text \n"), "plain text");
-        assert_eq!(body_message(b""), "no message");
-        let long = "é".repeat(MAX_MESSAGE_CHARS + 10);
+    fn callbacks_map_like_status_answers() {
+        let body = json!({ "id": "sim-1", "status": "succeeded", "progress": 100, "results": [{ "url": "http://v/1.mp4" }],
+                           "url": "http://v/1.mp4", "failure_reason": "", "error": "",
+                           "last_frame_url": "http://f/1.jpg" });
         assert_eq!(
-            body_message(long.as_bytes()).chars().count(),
-            MAX_MESSAGE_CHARS + 1
+            parse_grsai_callback(body.to_string().as_bytes()).unwrap(),
+            (
+                "sim-1".to_owned(),
+                RemoteStatus::Succeeded {
+                    video_url: "http://v/1.mp4".into(),
+                    last_frame_url: Some("http://f/1.jpg".into())
+                }
+            )
         );
+        let body = json!({ "id": "sim-2", "status": "running", "progress": 50 });
+        assert_eq!(
+            parse_grsai_callback(body.to_string().as_bytes()).unwrap().1,
+            RemoteStatus::Running { progress: 50 }
+        );
+        let body = json!({ "id": "sim-3", "status": "failed", "failure_reason": "input_moderation" });
+        assert!(matches!(
+            parse_grsai_callback(body.to_string().as_bytes()).unwrap().1,
+            RemoteStatus::Failed {
+                code: FailureCode::InputModeration,
+                ..
+            }
+        ));
+        for bad in [
+            json!({ "status": "running" }),
+            json!({ "id": "", "status": "running" }),
+            json!({ "id": "x", "status": "weird" }),
+        ] {
+            assert!(
+                matches!(
+                    parse_grsai_callback(bad.to_string().as_bytes()),
+                    Err(ProviderError::Transient(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_grsai_callback(b"not json"),
+            Err(ProviderError::Transient(_))
+        ));
     }
 }

@@ -127,10 +127,11 @@ pub(crate) struct CreatedData {
     pub(crate) id: Option<String>,
 }
 
-/// `data` of a draw/result answer.
+/// `data` of a draw/result answer, and the body of a callback.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct TaskData {
+    pub(crate) id: Option<String>,
     pub(crate) status: Option<String>,
     pub(crate) progress: Option<f64>,
     pub(crate) results: Option<Vec<ResultItem>>,

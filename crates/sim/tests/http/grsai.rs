@@ -1,91 +1,11 @@
-//! The simulator over real HTTP: each test starts its own instance on port 0.
+//! The Grsai API: creates, status calls, markers, stats and the server's life.
 
-#![allow(clippy::unwrap_used)]
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use gantry_sim::{SimConfig, SimHandle, SimStats};
+use gantry_sim::{SimConfig, SimStats};
 use serde_json::{json, Value};
 use tokio::{net::TcpListener, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Between two polls of a task whose simulated time is what the test waits on.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
-const DEADLINE: Duration = Duration::from_secs(10);
-
-fn config(task_duration_ms: u64) -> SimConfig {
-    SimConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        task_duration_ms,
-        ..SimConfig::default()
-    }
-}
-
-/// A started simulator and an HTTP client with the right key.
-struct TestSim {
-    handle: SimHandle,
-    http: reqwest::Client,
-}
-
-impl TestSim {
-    async fn start(config: SimConfig) -> Self {
-        let handle = gantry_sim::spawn(config).await.unwrap();
-        Self {
-            handle,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.handle.base_url()))
-            .bearer_auth(self.handle.api_key())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
-    }
-
-    async fn create_sora(&self, prompt: &str) -> String {
-        let body = json!({
-            "model": "sora-2", "prompt": prompt, "url": "http://img/first.png", "aspectRatio": "16:9",
-            "duration": 10, "size": "small", "webHook": "-1", "shutProgress": true,
-        });
-        let (status, answer) = self.post("/v1/video/sora-video", body).await;
-        assert_eq!(status, 200, "{answer}");
-        assert_eq!(answer["code"], 0);
-        answer["data"]["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn poll(&self, id: &str) -> Value {
-        let (status, answer) = self.post("/v1/draw/result", json!({ "id": id })).await;
-        assert_eq!(status, 200, "{answer}");
-        answer
-    }
-
-    /// Polls until the task leaves `running`, returning every answer's `data` in order.
-    async fn poll_to_end(&self, id: &str) -> Vec<Value> {
-        let deadline = Instant::now() + DEADLINE;
-        let mut seen = Vec::new();
-        loop {
-            let data = self.poll(id).await["data"].clone();
-            let running = data["status"] == "running";
-            seen.push(data);
-            if !running {
-                return seen;
-            }
-            assert!(Instant::now() < deadline, "task {id} still running");
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
+use crate::support::{config, now_ms, TestSim, DEADLINE, POLL_INTERVAL};
 
 #[tokio::test]
 async fn api_requires_the_bearer_key() {
@@ -133,8 +53,11 @@ async fn sora_task_runs_to_success() {
 
     let task = &sim.handle.stats().tasks[0];
     assert_eq!(task.model, "sora-2");
+    assert_eq!(task.provider, "grsai");
     assert_eq!(task.first_frame_url.as_deref(), Some("http://img/first.png"));
+    assert_eq!(task.last_frame_url, Some(format!("{base}/frames/{id}-last.jpg")));
     assert_eq!(task.finishes_at_ms - task.created_at_ms, 100);
+    assert!(!task.cancelled);
 }
 
 #[tokio::test]

@@ -1,0 +1,91 @@
+//! `POST /v1/provider/callbacks/{provider}/{task_id}?token=…`: provider webhooks.
+//!
+//! Providers do not sign callbacks, so the URL carries Gantry's own HMAC token (see `gantry_core::callback`),
+//! checked in constant time; a bad token is 401 and changes nothing. The answer is immediate; the result is then
+//! confirmed with one status call to the provider before it counts, and applied through the same state-checked,
+//! attempt-fenced transition as the poller's, so duplicated, reordered and late callbacks change nothing.
+
+use axum::{
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::StatusCode,
+};
+use gantry_core::{callback, config::ProviderName, model::now_ms};
+use gantry_provider::RemoteStatus;
+use serde::Deserialize;
+use tracing::Instrument;
+
+use crate::{
+    error::{ApiError, ApiResult},
+    AppState,
+};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenQuery {
+    token: Option<String>,
+}
+
+pub(crate) async fn receive(
+    State(state): State<AppState>,
+    Path((provider, task_id)): Path<(String, String)>,
+    Query(query): Query<TokenQuery>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let secret = state
+        .config
+        .provider
+        .callback_secret
+        .as_ref()
+        .ok_or(ApiError::NotFound)?;
+    let provider = ProviderName::parse(&provider).ok_or(ApiError::NotFound)?;
+    let token = query.token.as_deref().unwrap_or_default();
+    let attempt = callback::verify(secret.expose(), &task_id, token).ok_or(ApiError::Unauthorized)?;
+    let target = state
+        .store
+        .poll_target(&task_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if target.attempt != attempt || target.provider != provider.as_str() || target.status != "running" {
+        tracing::info!(task.id = %task_id, attempt, "stale or late callback ignored");
+        return Ok(StatusCode::OK);
+    }
+    if !worth_confirming(provider, &body) {
+        return Ok(StatusCode::OK);
+    }
+    let span = tracing::info_span!("callback", task.id = %task_id, provider = provider.as_str(), attempt);
+    tokio::spawn(
+        async move {
+            let answer = state.providers.by_name(provider).status(&target.remote_id).await;
+            match answer {
+                Ok(status) => match state
+                    .store
+                    .apply_remote_status(&task_id, attempt, status, now_ms())
+                    .await
+                {
+                    Ok(applied) => tracing::info!(applied, "callback confirmed"),
+                    Err(e) => tracing::warn!(error = %e, "applying a callback failed; polling will catch up"),
+                },
+                Err(e) => tracing::warn!(error = %e, "confirming a callback failed; polling will catch up"),
+            }
+        }
+        .instrument(span),
+    );
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Whether a callback may announce an end: progress-only callbacks are not worth a status call.
+fn worth_confirming(provider: ProviderName, body: &[u8]) -> bool {
+    match provider {
+        ProviderName::Grsai => match gantry_provider::parse_grsai_callback(body) {
+            Ok((_, RemoteStatus::Running { .. } | RemoteStatus::Pending)) => false,
+            // Terminal, or unreadable: ask the provider.
+            _ => true,
+        },
+        ProviderName::Seedance => {
+            let status = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_owned));
+            !matches!(status.as_deref(), Some("queued" | "running"))
+        }
+    }
+}
