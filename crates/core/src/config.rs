@@ -357,7 +357,8 @@ impl Config {
             ("provider.limits.grsai", &self.provider.limits.grsai),
             ("provider.limits.seedance", &self.provider.limits.seedance),
         ] {
-            if !(limits.rate_per_sec > 0.0)
+            if limits.rate_per_sec.is_nan()
+                || limits.rate_per_sec <= 0.0
                 || limits.max_in_flight == 0
                 || !(limits.create_share > 0.0 && limits.create_share <= 1.0)
             {

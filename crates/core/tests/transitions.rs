@@ -135,14 +135,17 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
         "not due yet"
     );
     assert_eq!(store.next_poll_due().await.unwrap(), Some(100));
-    assert_eq!(store.claim_polls(p, 100, 50, 10).await.unwrap(), [task.clone()]);
+    assert_eq!(
+        store.claim_polls(p, 100, 50, 10).await.unwrap(),
+        std::slice::from_ref(&task)
+    );
     assert!(
         store.claim_polls(p, 120, 50, 10).await.unwrap().is_empty(),
         "leased to the first poller"
     );
     assert_eq!(
         store.claim_polls(p, 150, 50, 10).await.unwrap(),
-        [task.clone()],
+        std::slice::from_ref(&task),
         "the lease ran out"
     );
     assert!(store
@@ -242,4 +245,85 @@ async fn money_moves_once_per_batch() {
             ("refund".into(), 18)
         ]
     );
+}
+
+#[tokio::test]
+async fn shared_limits_count_permits_and_429s_cut_the_rate_for_everyone() {
+    use gantry_core::{config::ProviderLimits, store::CallOutcome};
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis).await;
+    let limits = ProviderLimits {
+        rate_per_sec: 10.0,
+        burst: 2,
+        max_in_flight: 3,
+        create_share: 0.67,
+    };
+    // A burst of two at once, then one every ~100 ms.
+    assert_eq!(
+        store
+            .limiter_acquire("p", &limits, 1.0, 10_000, "a", 1_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .limiter_acquire("p", &limits, 1.0, 10_000, "b", 1_000)
+            .await
+            .unwrap(),
+        0
+    );
+    let wait = store
+        .limiter_acquire("p", &limits, 1.0, 10_000, "c", 1_000)
+        .await
+        .unwrap();
+    assert!((90..=110).contains(&wait), "{wait}");
+    // Creates may hold two of the three permits; polls may take the third.
+    assert!(
+        store
+            .limiter_acquire("p", &limits, 0.67, 10_000, "c", 2_000)
+            .await
+            .unwrap()
+            > 0
+    );
+    assert_eq!(
+        store
+            .limiter_acquire("p", &limits, 1.0, 10_000, "c", 2_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        store
+            .limiter_acquire("p", &limits, 1.0, 10_000, "d", 3_000)
+            .await
+            .unwrap()
+            > 0,
+        "all permits held"
+    );
+    // A holder that died: its permit comes back when the lease ends.
+    assert_eq!(
+        store
+            .limiter_acquire("p", &limits, 1.0, 10_000, "d", 11_001)
+            .await
+            .unwrap(),
+        0
+    );
+
+    assert_eq!(
+        store
+            .limiter_release("p", "a", CallOutcome::RateLimited)
+            .await
+            .unwrap(),
+        0.5
+    );
+    assert_eq!(
+        store
+            .limiter_release("p", "b", CallOutcome::RateLimited)
+            .await
+            .unwrap(),
+        0.25
+    );
+    let recovered = store.limiter_release("p", "c", CallOutcome::Ok).await.unwrap();
+    assert!((recovered - 0.27).abs() < 1e-9, "recovers gradually: {recovered}");
 }

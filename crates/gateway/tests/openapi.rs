@@ -11,9 +11,23 @@ fn routes_in_code() -> BTreeSet<(String, String)> {
     let source = include_str!("../src/routes/mod.rs");
     let mut routes = BTreeSet::new();
     for call in source.split(".route(").skip(1) {
-        let path = call.split('"').nth(1).unwrap().to_owned();
-        // The method router is what follows the path up to the end of this `.route(...)` call.
-        let handlers = call.split_once(',').unwrap().1.split("\n").next().unwrap();
+        // The arguments of this `.route(...)` call: up to its closing parenthesis.
+        let mut depth = 1;
+        let end = call
+            .char_indices()
+            .find(|&(_, c)| {
+                depth += match c {
+                    '(' => 1,
+                    ')' => -1,
+                    _ => 0,
+                };
+                depth == 0
+            })
+            .unwrap()
+            .0;
+        let args = &call[..end];
+        let path = args.split('"').nth(1).unwrap().to_owned();
+        let handlers = args.split_once(',').unwrap().1;
         for token in handlers.split(|c: char| !c.is_ascii_alphanumeric() && c != '_') {
             if METHODS.contains(&token) {
                 routes.insert((token.to_owned(), path.clone()));
