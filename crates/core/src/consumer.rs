@@ -102,6 +102,29 @@ impl Consumer {
             .collect())
     }
 
+    /// Like [`Consumer::next`], but a failed read (Redis down or restarting) is logged and retried after a pause,
+    /// so a worker outlives outages; `None` once `shutdown` is cancelled.
+    pub async fn next_until(
+        &mut self,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<Vec<Delivery>> {
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            match self.next().await {
+                Ok(deliveries) => return Some(deliveries),
+                Err(e) => {
+                    tracing::error!(group = %self.group, error = %e, "reading streams failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
     async fn reclaim(&mut self) -> Result<Vec<Delivery>> {
         let interval = self.options.claim_idle / 4;
         if self.last_claim.is_some_and(|at| at.elapsed() < interval) {

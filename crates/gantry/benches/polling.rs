@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 
 use gantry::dev::DevStack;
-use gantry_core::{config::Secret, Config};
+use gantry_core::Config;
 use redis::AsyncCommands;
-use serde_json::{json, Value};
+
+mod support;
 
 const SCALE: u64 = 50;
 const TASKS: usize = 200;
@@ -26,63 +27,16 @@ struct Outcome {
 }
 
 async fn run(label: &str, tweak: impl FnOnce(&mut Config)) -> Outcome {
-    let mut config = Config::load_from(None, Vec::new()).unwrap();
-    config.gateway.listen = ([127, 0, 0, 1], 0).into();
-    config.gateway.admin_token = Some(Secret::new("bench"));
-    config.gateway.max_tasks_per_batch = TASKS;
-    config.sim.listen = ([127, 0, 0, 1], 0).into();
+    let mut config = support::config(TASKS);
     config.sim.task_duration_ms = DURATION_MS / SCALE;
     config.sim.duration_jitter_ms = JITTER_MS / SCALE;
-    config.poller.concurrency = 64;
     config.poller.idle_wait_ms = 5;
-    config.provider.limits.grsai.rate_per_sec = 1e6;
-    config.provider.limits.grsai.burst = 10_000;
-    config.provider.limits.grsai.max_in_flight = 10_000;
     tweak(&mut config);
     let stack = DevStack::start(config).await.unwrap();
-    let base = stack.gateway_url();
-    let http = reqwest::Client::new();
-    let tenant: Value = http
-        .post(format!("{base}/admin/v1/tenants"))
-        .bearer_auth("bench")
-        .json(&json!({"name": "bench", "credits": 8 * TASKS}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = tenant["api_key"].as_str().unwrap().to_owned();
-    let tasks: Vec<Value> = (0..TASKS)
-        .map(|i| json!({"model": "veo3.1-fast", "prompt": format!("{label} shot {i}"), "aspect_ratio": "16:9"}))
-        .collect();
+    let client = support::Client::new(&stack, 8 * TASKS).await;
     let started = std::time::Instant::now();
-    let batch: Value = http
-        .post(format!("{base}/v1/batches"))
-        .bearer_auth(&key)
-        .json(&json!({"tasks": tasks}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = batch["id"].as_str().unwrap().to_owned();
-    loop {
-        let batch: Value = http
-            .get(format!("{base}/v1/batches/{id}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if batch["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let (id, _) = client.submit(support::Client::tasks(label, TASKS)).await;
+    client.wait_completed(&id).await;
     let wall_s = started.elapsed().as_secs_f64();
 
     // Provider side: when each remote task finished, and how often it was polled.
@@ -93,12 +47,7 @@ async fn run(label: &str, tweak: impl FnOnce(&mut Config)) -> Outcome {
         .map(|t| (t.prompt.clone(), t.finishes_at_ms))
         .collect();
     // Gantry side: when each task was known to be finished.
-    let url = stack.config.redis.url.as_ref().unwrap().expose().to_owned();
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = support::redis(&stack).await;
     let keys = gantry_core::keys::Keys::new("gantry", stack.config.redis.partitions);
     let mut delays = Vec::new();
     for i in 0..TASKS {

@@ -34,15 +34,8 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         .context("joining the settle streams")?;
     tracing::info!(consumer = consumer.name(), "settlement started");
     while !shutdown.is_cancelled() {
-        let deliveries = match consumer.next().await {
-            Ok(deliveries) => deliveries,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the settle streams failed");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
+        let Some(deliveries) = consumer.next_until(&shutdown).await else {
+            break;
         };
         for delivery in deliveries {
             handle(&store, &delivery).await;

@@ -55,15 +55,8 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         {
             tracing::warn!(error = %e, "moving due retries failed");
         }
-        let deliveries = match consumer.next().await {
-            Ok(deliveries) => deliveries,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the submit streams failed");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
+        let Some(deliveries) = consumer.next_until(&shutdown).await else {
+            break;
         };
         for delivery in deliveries {
             let permit = permits
