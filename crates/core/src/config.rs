@@ -236,6 +236,9 @@ pub struct SimSection {
     pub task_duration_ms: u64,
     pub duration_jitter_ms: u64,
     pub poll_latency_ms: u64,
+    /// Fault injection, passed through to the simulator (which validates it); see `[sim.faults]` in the defaults.
+    #[serde(default)]
+    pub faults: toml::Table,
 }
 
 /// The price list, in credits.

@@ -120,7 +120,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_sim(config: &Config) -> anyhow::Result<()> {
-    let sim = crate::dev::sim_config(config);
+    let sim = crate::dev::sim_config(config)?;
     let listener = TcpListener::bind(sim.listen)
         .await
         .with_context(|| format!("binding sim.listen = {}", sim.listen))?;

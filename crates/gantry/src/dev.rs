@@ -11,15 +11,19 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// The simulator settings of a Gantry configuration.
-pub fn sim_config(config: &Config) -> SimConfig {
-    SimConfig {
+pub fn sim_config(config: &Config) -> anyhow::Result<SimConfig> {
+    let faults = toml::Value::Table(config.sim.faults.clone())
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("configuration key `sim.faults`: {e}"))?;
+    Ok(SimConfig {
         listen: config.sim.listen,
         api_key: config.sim.api_key.expose().to_owned(),
         task_duration_ms: config.sim.task_duration_ms,
         duration_jitter_ms: config.sim.duration_jitter_ms,
         poll_latency_ms: config.sim.poll_latency_ms,
+        faults,
         ..SimConfig::default()
-    }
+    })
 }
 
 /// A running local stack; dropping it stops Redis (if private) and the simulator.
@@ -44,7 +48,7 @@ impl DevStack {
                 Some(server)
             }
         };
-        let sim = gantry_sim::spawn(sim_config(&config))
+        let sim = gantry_sim::spawn(sim_config(&config)?)
             .await
             .with_context(|| format!("starting the simulator on {}", config.sim.listen))?;
         config.provider.grsai.base_url = sim.base_url();

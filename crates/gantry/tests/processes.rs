@@ -299,3 +299,41 @@ async fn print_config_redacts_secrets_and_bad_values_name_their_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr).unwrap().contains("redis.url"));
 }
+
+#[tokio::test]
+async fn simulator_faults_come_from_configuration() {
+    let port = free_port().unwrap();
+    let _sim = Command::new(BIN)
+        .arg("sim")
+        .env("GANTRY__SIM__LISTEN", format!("127.0.0.1:{port}"))
+        .env("GANTRY__SIM__FAULTS__RATE_5XX", "0.25")
+        .env("GANTRY__SIM__FAULTS__RETRY_AFTER_SECS", "3")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let faults = wait_for("the simulator to answer", Duration::from_secs(20), || async {
+        let answer = http
+            .get(format!("http://127.0.0.1:{port}/sim/config"))
+            .send()
+            .await;
+        Ok(match answer {
+            Ok(response) => Some(response.json::<Value>().await?),
+            Err(_) => None,
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(faults["rate_5xx"], 0.25);
+    assert_eq!(faults["retry_after_secs"], 3);
+
+    let out = Command::new(BIN)
+        .arg("sim")
+        .env("GANTRY__SIM__FAULTS__RATE_5XX", "7")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr).unwrap().contains("rate_5xx"));
+}
