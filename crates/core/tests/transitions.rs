@@ -327,3 +327,58 @@ async fn shared_limits_count_permits_and_429s_cut_the_rate_for_everyone() {
     let recovered = store.limiter_release("p", "c", CallOutcome::Ok).await.unwrap();
     assert!((recovered - 0.27).abs() < 1e-9, "recovers gradually: {recovered}");
 }
+
+#[tokio::test]
+async fn the_audit_finds_books_that_do_not_balance() {
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis).await;
+    let (tenant, _) = store.create_tenant("t", 100).await.unwrap();
+    let batch = batch_of(&store, &tenant, "parallel", 2).await;
+    for i in 0..2 {
+        let task = ids::task_id(&batch, i);
+        let Claim::Claimed { attempt, .. } = store.claim_submit(&task, 10, 1000).await.unwrap() else {
+            panic!()
+        };
+        let done = Outcome::Succeeded {
+            video_url: "https://v/1.mp4".into(),
+            last_frame_url: None,
+        };
+        assert!(store.finish_task(&task, Some(attempt), &done, 20).await.unwrap());
+    }
+    let audit = store.audit_tenant(&tenant).await.unwrap();
+    assert_eq!(
+        audit.violations,
+        Vec::<String>::new(),
+        "a batch waiting for settlement is fine"
+    );
+    assert_eq!(
+        store.settle(&tenant, &batch, 16).await.unwrap(),
+        Settlement::Settled {
+            charged: 16,
+            refunded: 0
+        }
+    );
+    assert!(store.settle_finalize(&batch, 16, 0, 30).await.unwrap());
+    let audit = store.audit_tenant(&tenant).await.unwrap();
+    assert_eq!(audit.violations, Vec::<String>::new());
+    assert_eq!((audit.batches, audit.ledger_entries), (1, 4));
+
+    // Money out of thin air: the books no longer balance.
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg(store.keys().tenant(&tenant))
+        .arg("balance")
+        .arg(5)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let audit = store.audit_tenant(&tenant).await.unwrap();
+    assert!(
+        audit.violations.iter().any(|v| v.contains("!= granted")),
+        "{audit:?}"
+    );
+}

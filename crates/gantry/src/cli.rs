@@ -57,6 +57,9 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: CreditsCommand,
     },
+    /// Checks every tenant's books (balance + frozen + charged == granted, the ledger agrees, every finished
+    /// batch settled exactly once); exits non-zero on any violation.
+    VerifyLedger,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +155,19 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 .await?
                 .with_context(|| format!("no tenant {tenant}"))?;
             println!("balance: {balance}");
+        }
+        AdminCommand::VerifyLedger => {
+            let (mut tenants, mut violations) = (0, 0);
+            for tenant in store.tenant_ids().await? {
+                let audit = store.audit_tenant(&tenant).await?;
+                tenants += 1;
+                violations += audit.violations.len();
+                for violation in &audit.violations {
+                    println!("VIOLATION tenant {tenant}: {violation}");
+                }
+            }
+            println!("verify-ledger: {tenants} tenants, {violations} violations");
+            anyhow::ensure!(violations == 0, "the ledger has {violations} violation(s)");
         }
     }
     Ok(())

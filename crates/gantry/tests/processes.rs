@@ -184,6 +184,18 @@ async fn services_as_separate_processes_with_two_pollers_settle_a_batch() {
     assert!(stats["polls"].as_u64().unwrap() >= 12, "{stats}");
     let overlap = &stats["max_concurrent_polls_per_task"];
     assert_eq!(overlap, 1, "a task was polled by two pollers at once: {stats}");
+
+    let out = cluster
+        .command(&["admin", "verify-ledger"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("verify-ledger: 1 tenants, 0 violations"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

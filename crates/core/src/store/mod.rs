@@ -8,6 +8,7 @@
 //!   reservation when the batch is accepted, a settlement when it is done.
 //! - Streams are read through consumer groups and acknowledged after the effect is durable (`consumer.rs`).
 
+mod audit;
 mod batches;
 mod limiter;
 mod scripts;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use self::{
+    audit::Audit,
     batches::Page,
     limiter::CallOutcome,
     tasks::{Claim, Outcome, PollTarget},
