@@ -55,11 +55,35 @@ impl TestApp {
         tweak(&mut config);
         let stack = DevStack::start(config).await.unwrap();
         let base = stack.gateway_url();
-        Self {
+        let app = Self {
             stack,
             http: reqwest::Client::new(),
             base,
-        }
+        };
+        app.wait_ready().await;
+        app
+    }
+
+    /// Waits until the workers have joined their streams (each creates its consumer groups on start).
+    async fn wait_ready(&self) {
+        let keys = gantry_core::keys::Keys::new("gantry", self.stack.config.redis.partitions);
+        let streams: Vec<String> = (0..keys.partitions())
+            .flat_map(|p| [keys.submit_stream(p), keys.settle_stream(p)])
+            .collect();
+        let conn = self.redis().await;
+        wait_for(
+            "the workers to join their streams",
+            Duration::from_secs(20),
+            || {
+                let (mut conn, streams) = (conn.clone(), streams.clone());
+                async move {
+                    let existing: usize = redis::cmd("EXISTS").arg(&streams).query_async(&mut conn).await?;
+                    Ok((existing == streams.len()).then_some(()))
+                }
+            },
+        )
+        .await
+        .unwrap();
     }
 
     /// A direct connection to the stack's Redis, to look behind the API.
