@@ -12,6 +12,9 @@ local expired = status == 'submitting' and tonumber(redis.call('HGET', KEYS[1], 
 if status ~= 'queued' and not expired then
   return { 'skip', status }
 end
+if redis.call('HGET', KEYS[2], 'status') == 'cancelling' then
+  return { 'skip', 'cancelling' }
+end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'submitting', 'lease_until', now + tonumber(ARGV[2]), 'updated_at', now)
 if status == 'queued' then

@@ -1,8 +1,8 @@
--- finish_task: moves a task to a terminal state (succeeded | failed) and does everything that follows in the
--- batch's slot: counters, the chain hand-off (queue the next shot, or cancel the rest), and, when the last task
--- of the batch is terminal, batch -> settling plus a settle message.
+-- finish_task: moves a task to a terminal state (succeeded | failed | cancelled) and does everything that follows
+-- in the batch's slot: counters, the chain hand-off (queue the next shot, or cancel the rest), and, when the last
+-- task of the batch is terminal, batch -> settling (or stays cancelling) plus a settle message.
 -- KEYS[1] task hash, KEYS[2] batch hash, KEYS[3] poll schedule, KEYS[4] submit stream, KEYS[5] batch events,
--- KEYS[6] settle stream
+-- KEYS[6] settle stream, KEYS[7] retry schedule
 -- ARGV[1] now (ms), ARGV[2] attempt ('' = any), ARGV[3] new status, ARGV[4] output url, ARGV[5] last frame url,
 -- ARGV[6] failure code, ARGV[7] failure message, ARGV[8] task key prefix
 -- Returns 1 when applied, 0 when the task was already terminal or belongs to another attempt.
@@ -19,6 +19,7 @@ local new_status = ARGV[3]
 redis.call('HSET', KEYS[1], 'status', new_status, 'finished_at', now, 'updated_at', now)
 redis.call('HDEL', KEYS[1], 'lease_until')
 redis.call('ZREM', KEYS[3], t[3])
+redis.call('ZREM', KEYS[7], t[3])
 if status == 'queued' then
   redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
 else
@@ -31,39 +32,53 @@ if new_status == 'succeeded' then
   end
   redis.call('HINCRBY', KEYS[2], 'n_succeeded', 1)
   redis.call('HINCRBY', KEYS[2], 'cost_succeeded', tonumber(t[5]))
+elseif new_status == 'cancelled' then
+  redis.call('HSET', KEYS[1], 'failure_code', ARGV[6], 'failure_message', ARGV[7])
+  redis.call('HINCRBY', KEYS[2], 'n_cancelled', 1)
 else
   redis.call('HSET', KEYS[1], 'failure_code', ARGV[6], 'failure_message', ARGV[7])
   redis.call('HINCRBY', KEYS[2], 'n_failed', 1)
 end
 emit_task(KEYS[5], KEYS[1])
 
-local b = redis.call('HMGET', KEYS[2], 'mode', 'total', 'id')
+local b = redis.call('HMGET', KEYS[2], 'mode', 'total', 'id', 'status')
 if b[1] == 'chain' then
   local total = tonumber(b[2])
   local suffix = string.match(t[3], '^tsk_(.+)_%d+$')
-  for j = tonumber(t[4]) + 1, total - 1 do
-    local next_id = 'tsk_' .. suffix .. '_' .. j
-    local next_key = ARGV[8] .. next_id
-    if redis.call('HGET', next_key, 'status') == 'queued' then
-      if new_status == 'succeeded' then
+  local first = tonumber(t[4]) + 1
+  if new_status == 'succeeded' then
+    -- The next shot starts from this one's last frame (unless it was cancelled meanwhile).
+    if first < total and b[4] ~= 'cancelling' then
+      local next_id = 'tsk_' .. suffix .. '_' .. first
+      local next_key = ARGV[8] .. next_id
+      if redis.call('HGET', next_key, 'status') == 'queued' then
         if ARGV[5] ~= '' then
           redis.call('HSET', next_key, 'chain_first_frame', ARGV[5])
         end
         redis.call('XADD', KEYS[4], '*', 'v', '1', 'type', 'submit_task', 'task_id', next_id, 'batch_id', b[3])
-        break
       end
-      redis.call('HSET', next_key, 'status', 'cancelled', 'finished_at', now, 'updated_at', now,
-        'failure_code', 'cancelled', 'failure_message', 'an earlier shot of the chain failed')
-      redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
-      redis.call('HINCRBY', KEYS[2], 'n_cancelled', 1)
-      emit_task(KEYS[5], next_key)
+    end
+  else
+    -- The chain is broken: no later shot can start.
+    local why = 'an earlier shot of the chain ' .. (new_status == 'cancelled' and 'was cancelled' or 'failed')
+    for j = first, total - 1 do
+      local next_key = ARGV[8] .. 'tsk_' .. suffix .. '_' .. j
+      if redis.call('HGET', next_key, 'status') == 'queued' then
+        redis.call('HSET', next_key, 'status', 'cancelled', 'finished_at', now, 'updated_at', now,
+          'failure_code', 'cancelled', 'failure_message', why)
+        redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
+        redis.call('HINCRBY', KEYS[2], 'n_cancelled', 1)
+        emit_task(KEYS[5], next_key)
+      end
     end
   end
 end
 
 local c = counts_of(KEYS[2])
 if c.succeeded + c.failed + c.cancelled >= c.total then
-  redis.call('HSET', KEYS[2], 'status', 'settling')
+  if b[4] ~= 'cancelling' then
+    redis.call('HSET', KEYS[2], 'status', 'settling')
+  end
   redis.call('XADD', KEYS[6], '*', 'v', '1', 'type', 'settle_batch', 'batch_id', b[3])
 end
 emit_batch(KEYS[5], KEYS[2])

@@ -1,10 +1,16 @@
--- settle_finalize: records a finished settlement on the batch (settling -> completed).
+-- settle_finalize: records a finished settlement on the batch (settling -> completed, cancelling -> cancelled).
 -- KEYS[1] batch hash, KEYS[2] batch events stream
 -- ARGV[1] now (ms), ARGV[2] charged, ARGV[3] refunded
--- Returns 1 when applied, 0 when the batch was not settling (already completed: a duplicate message).
-if redis.call('HGET', KEYS[1], 'status') ~= 'settling' then
+-- Returns 1 when applied, 0 when the batch was not waiting for its settlement (a duplicate message).
+local status = redis.call('HGET', KEYS[1], 'status')
+local final
+if status == 'settling' then
+  final = 'completed'
+elseif status == 'cancelling' then
+  final = 'cancelled'
+else
   return 0
 end
-redis.call('HSET', KEYS[1], 'status', 'completed', 'charged', ARGV[2], 'refunded', ARGV[3], 'completed_at', ARGV[1])
+redis.call('HSET', KEYS[1], 'status', final, 'charged', ARGV[2], 'refunded', ARGV[3], 'completed_at', ARGV[1])
 emit_batch(KEYS[2], KEYS[1])
 return 1

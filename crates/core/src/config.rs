@@ -385,6 +385,14 @@ impl Config {
         {
             return invalid("provider.grsai.base_url", "must be an http(s) URL");
         }
+        if !self.provider.seedance.base_url.starts_with("http://")
+            && !self.provider.seedance.base_url.starts_with("https://")
+        {
+            return invalid("provider.seedance.base_url", "must be an http(s) URL");
+        }
+        if self.provider.seedance.model.trim().is_empty() {
+            return invalid("provider.seedance.model", "must name a ModelArk model");
+        }
         if let Some(url) = &self.provider.callback_base_url {
             if !url.starts_with("http://") && !url.starts_with("https://") {
                 return invalid("provider.callback_base_url", "must be an http(s) URL");

@@ -32,7 +32,7 @@ pub enum Command {
     Poller,
     /// Settles finished batches.
     Settlement,
-    /// The provider simulator (speaks the Grsai API).
+    /// The provider simulator (speaks the Grsai and Seedance APIs; faults from `[sim.faults]`).
     Sim,
     /// Everything in one process, with a private redis-server when `redis.url` is unset.
     Dev,

@@ -361,3 +361,60 @@ async fn health_and_readiness_and_trace_ids() {
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_shows_every_credit_movement_of_the_caller() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant(100).await;
+    let (_, other) = app.tenant(7).await;
+    let batch_id = app
+        .submit(&key, &json!({"tasks": [veo("a"), veo("b [sim:fail]")]}))
+        .await;
+    app.wait_final(&key, &batch_id).await;
+
+    let (status, page) = app.get(&key, "/v1/credits/ledger").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let moves: Vec<_> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].clone(), e["amount"].clone()))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (json!("refund"), json!(8)),
+            (json!("charge"), json!(8)),
+            (json!("freeze"), json!(16)),
+            (json!("grant"), json!(100))
+        ]
+    );
+    assert_eq!(page["data"][0]["balance"], 92);
+    assert_eq!(page["data"][0]["object"], "ledger_entry");
+
+    let (_, of_batch) = app
+        .get(&key, &format!("/v1/credits/ledger?batch_id={batch_id}&limit=2"))
+        .await;
+    assert_eq!(of_batch["data"].as_array().unwrap().len(), 2);
+    assert_eq!(of_batch["has_more"], true);
+    let after = of_batch["last_id"].as_str().unwrap();
+    let (_, rest) = app
+        .get(
+            &key,
+            &format!("/v1/credits/ledger?batch_id={batch_id}&after={after}"),
+        )
+        .await;
+    assert_eq!(rest["data"][0]["kind"], "freeze");
+    assert_eq!(rest["has_more"], false);
+
+    let (_, theirs) = app.get(&other, "/v1/credits/ledger").await;
+    assert_eq!(
+        theirs["data"].as_array().unwrap().len(),
+        1,
+        "only the other tenant's own grant"
+    );
+    assert_eq!(
+        app.get(&key, "/v1/credits/ledger?after=nonsense").await.0,
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -17,6 +17,8 @@ pub(crate) enum ApiError {
     BadRequest(String),
     Unauthorized,
     NotFound,
+    /// The resource is in a state that forbids the request.
+    Conflict(String),
     PayloadTooLarge(usize),
     Validation(Vec<FieldError>),
     InsufficientCredits {
@@ -33,6 +35,7 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", "Invalid request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -64,6 +67,7 @@ impl ApiError {
                 "a valid API key is required (Authorization: Bearer <key>, or x-api-key: <key>)".into()
             }
             Self::NotFound => "no such resource".into(),
+            Self::Conflict(detail) => detail.clone(),
             Self::PayloadTooLarge(limit) => format!("the request body is larger than {limit} bytes"),
             Self::Validation(errors) => format!("the request has {} invalid field(s)", errors.len()),
             Self::InsufficientCredits { needed, balance } => {

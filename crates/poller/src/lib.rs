@@ -131,22 +131,22 @@ impl Poller {
         }
         let now = now_ms();
         let elapsed = now.saturating_sub(target.submitted_at);
-        if elapsed > self.config.poller.deadline_ms {
-            let message = format!("still running {} s after submission", elapsed / 1000);
-            return self
-                .finish(
-                    task_id,
-                    &target,
-                    Outcome::Failed {
-                        code: "timeout".into(),
-                        message,
-                    },
-                )
-                .await;
-        }
         let provider = self
             .providers
             .by_name(ProviderName::parse(&target.provider).unwrap_or(ProviderName::Grsai));
+        if elapsed > self.config.poller.deadline_ms {
+            let message = format!("still running {} s after submission", elapsed / 1000);
+            let outcome = Outcome::Failed {
+                code: "timeout".into(),
+                message,
+            };
+            self.finish(task_id, &target, outcome).await?;
+            // Best effort: stop the remote work we will not use (where the provider can).
+            if let Err(e) = provider.cancel(&target.remote_id).await {
+                tracing::debug!(error = %e, "remote cancel after the deadline failed");
+            }
+            return Ok(());
+        }
         match provider.status(&target.remote_id).await {
             Ok(RemoteStatus::Pending) => self.reschedule(task_id, &target, target.progress, None).await,
             Ok(RemoteStatus::Running { progress }) => self.reschedule(task_id, &target, progress, None).await,

@@ -77,7 +77,7 @@ async fn settle(store: &Store, batch_id: &str) -> anyhow::Result<()> {
         tracing::error!("settle message for a batch that does not exist");
         return Ok(());
     };
-    if status != "settling" {
+    if status != "settling" && status != "cancelling" {
         tracing::debug!(status, "batch is not settling; duplicate message ignored");
         return Ok(());
     }

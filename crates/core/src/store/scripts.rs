@@ -29,6 +29,7 @@ pub(crate) struct Scripts {
     pub retry_pump: Script,
     pub limiter_acquire: Script,
     pub limiter_release: Script,
+    pub cancel_batch: Script,
 }
 
 impl Scripts {
@@ -48,6 +49,7 @@ impl Scripts {
             retry_pump: script!("retry_pump"),
             limiter_acquire: script!("limiter_acquire"),
             limiter_release: script!("limiter_release"),
+            cancel_batch: script!("cancel_batch"),
         }
     }
 }

@@ -31,6 +31,10 @@ pub enum Outcome {
         code: String,
         message: String,
     },
+    /// Cancelled by the client; refunded at settlement.
+    Cancelled {
+        message: String,
+    },
 }
 
 /// What a poller needs to poll a task.
@@ -144,6 +148,7 @@ impl Store {
                 "",
             ),
             Outcome::Failed { code, message } => ("failed", "", "", code.as_str(), message.as_str()),
+            Outcome::Cancelled { message } => ("cancelled", "", "", "cancelled", message.as_str()),
         };
         let applied: i64 = self
             .scripts
@@ -154,6 +159,7 @@ impl Store {
             .key(self.keys.submit_stream(partition))
             .key(self.keys.batch_events(&batch_id))
             .key(self.keys.settle_stream(partition))
+            .key(self.keys.retries(partition))
             .arg(now)
             .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
             .arg(status)
@@ -165,6 +171,18 @@ impl Store {
             .invoke_async(&mut self.connection())
             .await?;
         Ok(applied == 1)
+    }
+
+    /// Marks a batch `cancelling`; returns `None` when it is, else the status that forbids it (`missing` if none).
+    pub async fn cancel_batch(&self, batch_id: &str) -> Result<Option<String>> {
+        let answer: String = self
+            .scripts
+            .cancel_batch
+            .key(self.keys.batch(batch_id))
+            .key(self.keys.batch_events(batch_id))
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok((answer != "ok").then_some(answer))
     }
 
     /// `submitting → queued` with a retry scheduled at `due`; false if the attempt is stale.

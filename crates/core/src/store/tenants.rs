@@ -38,10 +38,29 @@ pub enum Settlement {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LedgerEntry {
     pub id: String,
+    pub object: &'static str,
+    /// `grant`, `freeze`, `charge` or `refund`.
     pub kind: String,
     pub amount: i64,
     pub batch_id: Option<String>,
+    /// The tenant's balance right after this entry.
     pub balance: i64,
+    pub created_at: String,
+}
+
+impl LedgerEntry {
+    fn from_stream(entry: redis::streams::StreamId) -> Self {
+        let text = |k: &str| entry.get::<String>(k);
+        Self {
+            object: "ledger_entry",
+            kind: text("kind").unwrap_or_default(),
+            amount: entry.get("amount").unwrap_or(0),
+            batch_id: text("batch_id"),
+            balance: entry.get("balance").unwrap_or(0),
+            created_at: crate::model::rfc3339(entry.get("at").unwrap_or(0)),
+            id: entry.id,
+        }
+    }
 }
 
 fn hash_key(api_key: &str) -> String {
@@ -182,19 +201,44 @@ impl Store {
     pub async fn ledger(&self, tenant_id: &str) -> Result<Vec<LedgerEntry>> {
         let reply: redis::streams::StreamRangeReply =
             self.connection().xrange_all(self.keys.ledger(tenant_id)).await?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .map(|entry| {
-                let text = |k: &str| entry.get::<String>(k);
-                LedgerEntry {
-                    kind: text("kind").unwrap_or_default(),
-                    amount: entry.get("amount").unwrap_or(0),
-                    batch_id: text("batch_id"),
-                    balance: entry.get("balance").unwrap_or(0),
-                    id: entry.id,
-                }
-            })
-            .collect())
+        Ok(reply.ids.into_iter().map(LedgerEntry::from_stream).collect())
+    }
+
+    /// A page of a tenant's ledger, newest first, after the entry `after` (exclusive), optionally of one batch.
+    pub async fn ledger_page(
+        &self,
+        tenant_id: &str,
+        batch_id: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<super::Page<LedgerEntry>> {
+        let key = self.keys.ledger(tenant_id);
+        let mut conn = self.connection();
+        let mut end = match after {
+            Some(id) => format!("({id}"),
+            None => "+".to_owned(),
+        };
+        let mut data = Vec::new();
+        // Read in chunks until the page (plus one, to know whether more follow) is full or the stream ends.
+        loop {
+            let chunk: redis::streams::StreamRangeReply = conn.xrevrange_count(&key, &end, "-", 100).await?;
+            let exhausted = chunk.ids.len() < 100;
+            if let Some(last) = chunk.ids.last() {
+                end = format!("({}", last.id);
+            }
+            data.extend(
+                chunk
+                    .ids
+                    .into_iter()
+                    .map(LedgerEntry::from_stream)
+                    .filter(|e| batch_id.is_none_or(|b| e.batch_id.as_deref() == Some(b))),
+            );
+            if data.len() > limit || exhausted {
+                break;
+            }
+        }
+        let has_more = data.len() > limit;
+        data.truncate(limit);
+        Ok(super::Page { data, has_more })
     }
 }

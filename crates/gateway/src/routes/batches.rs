@@ -21,15 +21,20 @@ use crate::{
     AppState,
 };
 
-/// Turns a request body into JSON, with 413 for an oversized body and 400 for anything unparsable.
-pub(crate) fn json_body(body: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<serde_json::Value> {
-    let bytes = body.map_err(|rejection| {
+/// The request body, or 413 when it is over `limit` bytes (400 when it could not be read).
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<Bytes> {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(limit)
         } else {
             ApiError::BadRequest(rejection.body_text())
         }
-    })?;
+    })
+}
+
+/// Turns a request body into JSON, with 413 for an oversized body and 400 for anything unparsable.
+pub(crate) fn json_body(body: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<serde_json::Value> {
+    let bytes = body_bytes(body, limit)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
 }

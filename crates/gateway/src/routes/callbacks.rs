@@ -7,6 +7,7 @@
 
 use axum::{
     body::Bytes,
+    extract::rejection::BytesRejection,
     extract::{Path, Query, State},
     http::StatusCode,
 };
@@ -29,8 +30,9 @@ pub(crate) async fn receive(
     State(state): State<AppState>,
     Path((provider, task_id)): Path<(String, String)>,
     Query(query): Query<TokenQuery>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
+    let body = super::batches::body_bytes(body, state.config.gateway.max_body_bytes)?;
     let secret = state
         .config
         .provider

@@ -1,9 +1,17 @@
 //! A tenant's credits.
 
-use axum::{extract::State, Json};
+use axum::{
+    extract::{Query, State},
+    Json,
+};
 use serde_json::{json, Value};
 
-use crate::{auth::Tenant, error::ApiResult, AppState};
+use super::{list_object, PageQuery};
+use crate::{
+    auth::Tenant,
+    error::{ApiError, ApiResult},
+    AppState,
+};
 
 /// `GET /v1/credits`: `{balance, frozen, charged}` of the caller.
 pub(crate) async fn get(State(state): State<AppState>, Tenant(tenant): Tenant) -> ApiResult<Json<Value>> {
@@ -14,4 +22,23 @@ pub(crate) async fn get(State(state): State<AppState>, Tenant(tenant): Tenant) -
         "frozen": credits.frozen,
         "charged": credits.charged,
     })))
+}
+
+/// `GET /v1/credits/ledger?batch_id=&limit=&after=`: the caller's credit movements, newest first.
+pub(crate) async fn ledger(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = query.limit()?;
+    if query.after.as_deref().is_some_and(|a| !super::is_stream_id(a)) {
+        return Err(ApiError::BadRequest(
+            "after must be the id of a ledger entry".into(),
+        ));
+    }
+    let page = state
+        .store
+        .ledger_page(&tenant, query.batch_id.as_deref(), limit, query.after.as_deref())
+        .await?;
+    Ok(Json(list_object(page.data, page.has_more, |e| &e.id)))
 }

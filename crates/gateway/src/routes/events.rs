@@ -50,7 +50,7 @@ pub(crate) async fn stream(
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| is_stream_id(v))
+        .filter(|v| super::is_stream_id(v))
         .unwrap_or("0-0")
         .to_owned();
     let cursor = Cursor {
@@ -124,10 +124,4 @@ fn is_final(data: &str) -> bool {
                 .and_then(BatchStatus::parse)
         })
         .is_some_and(BatchStatus::is_final)
-}
-
-fn is_stream_id(v: &str) -> bool {
-    let mut parts = v.split('-');
-    let ok = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod batches;
 mod callbacks;
+mod cancel;
 mod credits;
 mod events;
 mod health;
@@ -23,10 +24,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/readyz", get(health::readyz))
         .route("/v1/batches", post(batches::create).get(batches::list))
         .route("/v1/batches/{id}", get(batches::get))
+        .route("/v1/batches/{id}/cancel", post(cancel::batch))
         .route("/v1/batches/{id}/tasks", get(tasks::list))
         .route("/v1/batches/{id}/events", get(events::stream))
         .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/tasks/{id}/cancel", post(cancel::task))
         .route("/v1/credits", get(credits::get))
+        .route("/v1/credits/ledger", get(credits::ledger))
         .route(
             "/v1/provider/callbacks/{provider}/{task_id}",
             post(callbacks::receive),
@@ -41,6 +45,7 @@ pub(crate) struct PageQuery {
     limit: Option<String>,
     after: Option<String>,
     status: Option<String>,
+    batch_id: Option<String>,
 }
 
 pub(crate) const DEFAULT_LIMIT: usize = 20;
@@ -74,4 +79,11 @@ pub(crate) fn list_object<T: serde::Serialize>(
         "has_more": has_more,
         "data": data,
     })
+}
+
+/// Whether `v` is a Redis stream entry id (`<ms>-<seq>`), as used for `Last-Event-ID` and ledger cursors.
+pub(crate) fn is_stream_id(v: &str) -> bool {
+    let mut parts = v.split('-');
+    let ok = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
