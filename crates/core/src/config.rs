@@ -54,6 +54,9 @@ pub struct Config {
     pub poller: PollerConfig,
     pub settlement: SettlementConfig,
     pub retry: RetryConfig,
+    pub streams: StreamsConfig,
+    pub sweeper: SweeperConfig,
+    pub shutdown: ShutdownConfig,
     pub provider: ProviderConfig,
     pub sim: SimSection,
     pub prices: Prices,
@@ -76,6 +79,8 @@ pub struct GatewayConfig {
     pub max_tasks_per_batch: usize,
     pub max_body_bytes: usize,
     pub sse_keepalive_secs: u64,
+    pub idempotency_ttl_secs: u64,
+    pub idempotency_lease_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -118,6 +123,25 @@ impl PollerConfig {
         self.expected_veo31_fast_ms = ms;
         self.expected_veo31_pro_ms = ms;
     }
+}
+
+/// Delivery limits of the streams.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StreamsConfig {
+    pub max_deliveries: u32,
+    pub dead_letter_maxlen: u64,
+}
+
+/// The sweeper that finishes what a crash could strand.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SweeperConfig {
+    pub interval_ms: u64,
+    pub reservation_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ShutdownConfig {
+    pub grace_ms: u64,
 }
 
 /// The retry policy of provider calls.
@@ -352,6 +376,12 @@ impl Config {
         }
         if self.retry.factor < 1.0 {
             return invalid("retry.factor", "must be 1.0 or more");
+        }
+        if self.streams.max_deliveries == 0 {
+            return invalid("streams.max_deliveries", "must be at least 1");
+        }
+        if self.sweeper.interval_ms == 0 {
+            return invalid("sweeper.interval_ms", "must be at least 1");
         }
         if self.retry.max_attempts == 0 {
             return invalid("retry.max_attempts", "must be at least 1");
