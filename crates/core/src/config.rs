@@ -130,6 +130,7 @@ impl PollerConfig {
 pub struct StreamsConfig {
     pub max_deliveries: u32,
     pub dead_letter_maxlen: u64,
+    pub claim_idle_ms: u64,
 }
 
 /// The sweeper that finishes what a crash could strand.

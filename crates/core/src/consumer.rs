@@ -21,6 +21,43 @@ pub struct Delivery {
     pub id: String,
     /// The parsed message, or why it could not be parsed.
     pub message: Result<Message, String>,
+    /// The entry's fields as they were written (kept for the dead-letter stream).
+    pub fields: Vec<(String, String)>,
+    /// How many times this message has been delivered, this time included.
+    pub deliveries: u64,
+}
+
+impl Delivery {
+    fn new(stream: &str, entry: redis::streams::StreamId, deliveries: u64) -> Self {
+        let fields = entry
+            .map
+            .iter()
+            .filter_map(|(k, v)| {
+                redis::from_redis_value_ref::<String>(v)
+                    .ok()
+                    .map(|v| (k.clone(), v))
+            })
+            .collect();
+        Self {
+            stream: stream.to_owned(),
+            message: Message::from_fields(&entry.map),
+            fields,
+            deliveries,
+            id: entry.id,
+        }
+    }
+}
+
+/// Why a delivery must go to the dead letters instead of being processed: it is malformed, or it has been
+/// delivered more than `max_deliveries` times without being acknowledged (a poison message).
+pub fn poison(delivery: &Delivery, max_deliveries: u32) -> Option<String> {
+    match &delivery.message {
+        Err(why) => Some(format!("malformed message: {why}")),
+        Ok(_) if delivery.deliveries > u64::from(max_deliveries) => {
+            Some(format!("delivered {} times without success", delivery.deliveries))
+        }
+        Ok(_) => None,
+    }
 }
 
 /// Reading options.
@@ -93,11 +130,9 @@ impl Consumer {
             .flat_map(|r| r.keys)
             .flat_map(|key| {
                 let stream = key.key;
-                key.ids.into_iter().map(move |entry| Delivery {
-                    stream: stream.clone(),
-                    message: Message::from_fields(&entry.map),
-                    id: entry.id,
-                })
+                key.ids
+                    .into_iter()
+                    .map(move |entry| Delivery::new(&stream, entry, 1))
             })
             .collect())
     }
@@ -145,10 +180,22 @@ impl Consumer {
                     StreamAutoClaimOptions::default().count(self.options.count),
                 )
                 .await?;
-            out.extend(reply.claimed.into_iter().map(|entry| Delivery {
-                stream: stream.clone(),
-                message: Message::from_fields(&entry.map),
-                id: entry.id,
+            if reply.claimed.is_empty() {
+                continue;
+            }
+            // How often each claimed message has been delivered, to spot poison messages.
+            let pending: redis::streams::StreamPendingCountReply = self
+                .conn
+                .xpending_consumer_count(stream, &self.group, "-", "+", self.options.count * 4, &self.name)
+                .await?;
+            let counts: std::collections::HashMap<String, u64> = pending
+                .ids
+                .into_iter()
+                .map(|p| (p.id, p.times_delivered as u64))
+                .collect();
+            out.extend(reply.claimed.into_iter().map(|entry| {
+                let deliveries = counts.get(&entry.id).copied().unwrap_or(2);
+                Delivery::new(stream, entry, deliveries)
             }));
         }
         if !out.is_empty() {

@@ -8,6 +8,7 @@
 //! | `<prefix>:{pN}:submit` | stream | tasks to create at the provider (group `submitter`) |
 //! | `<prefix>:{pN}:settle` | stream | batches whose tasks are all terminal (group `settlement`) |
 //! | `<prefix>:{pN}:polls` | zset | running task ids scored by next poll time (ms) |
+//! | `<prefix>:{pN}:dead` | stream | dead letters: messages that failed `streams.max_deliveries` times or were malformed |
 //! | `<prefix>:{pN}:retries` | zset | queued task ids waiting to retry a create, scored by due time (ms) |
 //! | `<prefix>:{pN}:batch:<id>` | hash | a batch |
 //! | `<prefix>:{pN}:batch:<id>:events` | stream | the batch's live progress events (SSE) |
@@ -66,6 +67,17 @@ impl Keys {
 
     pub fn polls(&self, partition: u32) -> String {
         format!("{}:polls", self.slot(partition))
+    }
+
+    /// The dead-letter stream of a partition: messages that could not be processed.
+    pub fn dead_letters(&self, partition: u32) -> String {
+        format!("{}:dead", self.slot(partition))
+    }
+
+    /// The dead-letter stream in the same slot as the stream `source` (one of this module's partition streams).
+    pub fn dead_letters_of(&self, source: &str) -> String {
+        let slot = source.rsplit_once(':').map_or(source, |(slot, _)| slot);
+        format!("{slot}:dead")
     }
 
     pub fn retries(&self, partition: u32) -> String {

@@ -60,6 +60,21 @@ pub enum AdminCommand {
     /// Checks every tenant's books (balance + frozen + charged == granted, the ledger agrees, every finished
     /// batch settled exactly once); exits non-zero on any violation.
     VerifyLedger,
+    /// Messages that could not be processed (malformed, or delivered `streams.max_deliveries` times).
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// Lists every dead letter with its handle, source stream, reason and fields.
+    List,
+    /// Puts a dead letter back on its stream, as a new message.
+    Replay { handle: String },
+    /// Deletes a dead letter.
+    Drop { handle: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +171,7 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("no tenant {tenant}"))?;
             println!("balance: {balance}");
         }
+        AdminCommand::DeadLetters { command } => dead_letters(&store, command).await?,
         AdminCommand::VerifyLedger => {
             let (mut tenants, mut violations) = (0, 0);
             for tenant in store.tenant_ids().await? {
@@ -168,6 +184,37 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             }
             println!("verify-ledger: {tenants} tenants, {violations} violations");
             anyhow::ensure!(violations == 0, "the ledger has {violations} violation(s)");
+        }
+    }
+    Ok(())
+}
+
+async fn dead_letters(store: &Store, command: DeadLetterCommand) -> anyhow::Result<()> {
+    match command {
+        DeadLetterCommand::List => {
+            let letters = store.dead_letters().await?;
+            for letter in &letters {
+                let fields: Vec<String> = letter.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!(
+                    "{}  {}  {}  [{}]",
+                    letter.handle,
+                    letter.source,
+                    letter.error,
+                    fields.join(" ")
+                );
+            }
+            println!("{} dead letter(s)", letters.len());
+        }
+        DeadLetterCommand::Replay { handle } => {
+            anyhow::ensure!(
+                store.replay_dead_letter(&handle).await?,
+                "no dead letter {handle}"
+            );
+            println!("replayed {handle}");
+        }
+        DeadLetterCommand::Drop { handle } => {
+            anyhow::ensure!(store.drop_dead_letter(&handle).await?, "no dead letter {handle}");
+            println!("dropped {handle}");
         }
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gantry_core::{
-    consumer::{Consumer, ConsumerOptions, Delivery},
+    consumer::{self, Consumer, ConsumerOptions, Delivery},
     messages::Message,
     model::now_ms,
     store::Settlement,
@@ -27,7 +27,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     let options = ConsumerOptions {
         count: 32,
         block: Duration::from_millis(config.settlement.block_ms),
-        claim_idle: Duration::from_secs(60),
+        claim_idle: Duration::from_millis(config.streams.claim_idle_ms),
     };
     let mut consumer = Consumer::join(&store, GROUP, streams, options)
         .await
@@ -38,7 +38,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
             break;
         };
         for delivery in deliveries {
-            handle(&store, &delivery).await;
+            handle(&store, config, &delivery).await;
         }
     }
     consumer.leave().await;
@@ -46,7 +46,18 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     Ok(())
 }
 
-async fn handle(store: &Store, delivery: &Delivery) {
+async fn handle(store: &Store, config: &Config, delivery: &Delivery) {
+    if let Some(reason) = consumer::poison(delivery, config.streams.max_deliveries) {
+        // The batch stays `settling`; the sweeper sends it to settlement again.
+        tracing::error!(id = %delivery.id, reason, "settle message moved to the dead letters");
+        if let Err(e) = store
+            .dead_letter(GROUP, delivery, &reason, config.streams.dead_letter_maxlen)
+            .await
+        {
+            tracing::error!(error = %e, "moving a message to the dead letters failed");
+        }
+        return;
+    }
     let done = match &delivery.message {
         Ok(Message::SettleBatch { batch_id }) => {
             settle(store, batch_id)
@@ -57,10 +68,7 @@ async fn handle(store: &Store, delivery: &Delivery) {
             tracing::error!(message = ?other, "unexpected message on a settle stream");
             Ok(())
         }
-        Err(why) => {
-            tracing::error!(id = %delivery.id, error = %why, "malformed settle message dropped");
-            Ok(())
-        }
+        Err(_) => Ok(()),
     };
     match done {
         Ok(()) => {

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use gantry_core::{
     callback,
-    consumer::{Consumer, ConsumerOptions, Delivery},
+    consumer::{self, Consumer, ConsumerOptions, Delivery},
     messages::Message,
     model::now_ms,
     providers::Providers,
@@ -86,6 +86,9 @@ struct Worker {
 
 impl Worker {
     async fn handle(&self, delivery: Delivery) {
+        if let Some(reason) = consumer::poison(&delivery, self.config.streams.max_deliveries) {
+            return self.bury(&delivery, &reason).await;
+        }
         let done = match &delivery.message {
             Ok(Message::SubmitTask { task_id, batch_id }) => {
                 let span = tracing::info_span!("submit", task.id = %task_id, batch.id = %batch_id);
@@ -95,10 +98,7 @@ impl Worker {
                 tracing::error!(message = ?other, "unexpected message on a submit stream");
                 Ok(())
             }
-            Err(why) => {
-                tracing::error!(id = %delivery.id, error = %why, "malformed submit message dropped");
-                Ok(())
-            }
+            Err(_) => Ok(()),
         };
         match done {
             Ok(()) => {
@@ -108,6 +108,30 @@ impl Worker {
             }
             // Not acknowledged: the message stays pending and is taken over after the lease.
             Err(e) => tracing::error!(error = %e, "submit failed; left pending for redelivery"),
+        }
+    }
+
+    /// A poison message: its task fails (so settlement refunds it), then the message goes to the dead letters.
+    async fn bury(&self, delivery: &Delivery, reason: &str) {
+        tracing::error!(id = %delivery.id, reason, "submit message moved to the dead letters");
+        if let Ok(Message::SubmitTask { task_id, .. }) = &delivery.message {
+            let outcome = Outcome::Failed {
+                code: "provider_error".into(),
+                message: format!("gave up: {reason}"),
+            };
+            match self.store.finish_task(task_id, None, &outcome, now_ms()).await {
+                Ok(_) => {}
+                // Redis is unreachable: leave the message pending; the next delivery tries again.
+                Err(e @ gantry_core::StoreError::Redis(_)) => {
+                    return tracing::error!(error = %e, "failing a poisoned task failed");
+                }
+                // Not a task at all: nothing to fail.
+                Err(e) => tracing::warn!(error = %e, "poisoned message names no task"),
+            }
+        }
+        let maxlen = self.config.streams.dead_letter_maxlen;
+        if let Err(e) = self.store.dead_letter(GROUP, delivery, reason, maxlen).await {
+            tracing::error!(error = %e, "moving a message to the dead letters failed");
         }
     }
 

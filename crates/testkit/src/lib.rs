@@ -16,6 +16,7 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: PathBuf,
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -32,24 +33,13 @@ impl RedisServer {
             let port = free_port()?;
             let dir = std::env::temp_dir().join(format!("gantry-redis-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).context("creating the redis directory")?;
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .args(["--dir", &dir.to_string_lossy()])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting redis-server (is it installed? `apt-get install redis-server`)")?;
-            let mut server = Self { child, port, dir };
+            let args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+            let mut server = Self {
+                child: spawn(port, &dir, &args)?,
+                port,
+                dir,
+                args,
+            };
             match server.wait_ready(Duration::from_secs(10)) {
                 Ok(()) => return Ok(server),
                 Err(e) => last_error = Some(e),
@@ -57,6 +47,24 @@ impl RedisServer {
             let _ = server.child.kill();
         }
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
+    }
+
+    /// A server that persists every write (`appendonly yes`, `appendfsync always`), for crash tests.
+    pub fn start_durable() -> anyhow::Result<Self> {
+        Self::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and directory (so it reloads what it persisted).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.child = spawn(self.port, &self.dir, &self.args)?;
+        self.wait_ready(Duration::from_secs(30))
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
@@ -91,6 +99,22 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> anyhow::Result<Child> {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--dir", &dir.to_string_lossy()])
+        .args(if extra.iter().any(|a| a == "--appendonly") {
+            &[][..]
+        } else {
+            &["--appendonly", "no"][..]
+        })
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-server (is it installed? `apt-get install redis-server`)")
 }
 
 fn ping(port: u16) -> bool {

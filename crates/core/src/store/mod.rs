@@ -10,6 +10,7 @@
 
 mod audit;
 mod batches;
+mod dead_letters;
 mod limiter;
 mod scripts;
 mod tasks;
@@ -22,6 +23,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub use self::{
     audit::Audit,
     batches::Page,
+    dead_letters::DeadLetter,
     limiter::CallOutcome,
     tasks::{Claim, Outcome, PollTarget},
     tenants::{Credits, LedgerEntry, Reservation, Settlement},

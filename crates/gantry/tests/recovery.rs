@@ -1,0 +1,207 @@
+//! Recovery from what goes wrong in the middle: poison and malformed messages end in the dead letters (their
+//! tasks failed and refunded), messages of a consumer that died are taken over, and duplicates change nothing.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{veo, TestApp};
+use gantry_core::{
+    config::Secret,
+    keys::Keys,
+    messages::Message,
+    validate::{validate_batch, Limits},
+    Store,
+};
+use gantry_testkit::{wait_for, RedisServer};
+use redis::AsyncCommands;
+use serde_json::json;
+
+/// Short leases so that redelivery happens within a test.
+fn quick_redelivery(config: &mut gantry_core::Config) {
+    config.submitter.lease_ms = 300;
+    config.streams.claim_idle_ms = 500;
+    config.streams.max_deliveries = 2;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_task_fails_is_refunded_and_lands_in_the_dead_letters() {
+    // Write a batch whose task cannot be read before any service runs.
+    let redis = RedisServer::start().unwrap();
+    let store = Store::connect(&redis.url(), "gantry", 8).await.unwrap();
+    let (tenant, key) = store.create_tenant("t", 100).await.unwrap();
+    let prices = gantry_core::Config::load_from(None, Vec::new()).unwrap().prices;
+    let batch = validate_batch(
+        &json!({"tasks": [veo("broken")]}),
+        &Limits { max_tasks: 10 },
+        &prices,
+    )
+    .unwrap();
+    let batch_id = gantry_core::ids::new_batch_id();
+    store.reserve(&tenant, &batch_id, batch.cost(), 1).await.unwrap();
+    store.create_batch(&tenant, &batch_id, &batch, 1).await.unwrap();
+    let task_id = gantry_core::ids::task_id(&batch_id, 0);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(store.keys().task(&batch_id, &task_id), "spec", "{not json")
+        .await
+        .unwrap();
+    // A malformed message too.
+    let keys = Keys::new("gantry", 8);
+    let _: String = conn
+        .xadd(keys.submit_stream(0), "*", &[("v", "1"), ("type", "submit_task")])
+        .await
+        .unwrap();
+
+    let url = redis.url();
+    let app = TestApp::start_with(move |c| {
+        c.redis.url = Some(Secret::new(url));
+        quick_redelivery(c);
+    })
+    .await;
+    let batch = app.wait_final(&key, &batch_id).await;
+    assert_eq!(batch["request_counts"]["failed"], 1);
+    assert_eq!(batch["credits"]["refunded"], 8);
+    let task = app.get(&key, &format!("/v1/tasks/{task_id}")).await.1;
+    assert!(
+        task["failure"]["message"].as_str().unwrap().contains("gave up"),
+        "{task}"
+    );
+    assert_eq!(app.credits(&key).await["balance"], 100);
+
+    let letters = store.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(
+        letters.iter().any(|l| l.error.starts_with("malformed message")),
+        "{letters:?}"
+    );
+    assert!(
+        letters.iter().any(|l| l.error.contains("delivered 3 times")),
+        "{letters:?}"
+    );
+    // Ops can drop one and replay the other (the replayed poison task is terminal: nothing happens again).
+    let malformed = letters.iter().find(|l| l.error.starts_with("malformed")).unwrap();
+    assert!(store.drop_dead_letter(&malformed.handle).await.unwrap());
+    let poison = letters.iter().find(|l| l.error.contains("delivered")).unwrap();
+    assert!(store.replay_dead_letter(&poison.handle).await.unwrap());
+    assert!(store.dead_letters().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_a_dead_consumer_are_taken_over() {
+    let redis = RedisServer::start().unwrap();
+    let store = Store::connect(&redis.url(), "gantry", 8).await.unwrap();
+    let (tenant, key) = store.create_tenant("t", 100).await.unwrap();
+    let prices = gantry_core::Config::load_from(None, Vec::new()).unwrap().prices;
+    let batch = validate_batch(
+        &json!({"tasks": [veo("a"), veo("b")]}),
+        &Limits { max_tasks: 10 },
+        &prices,
+    )
+    .unwrap();
+    let batch_id = gantry_core::ids::new_batch_id();
+    store.reserve(&tenant, &batch_id, batch.cost(), 1).await.unwrap();
+    store.create_batch(&tenant, &batch_id, &batch, 1).await.unwrap();
+    // A submitter that read both messages and died before doing anything.
+    let keys = Keys::new("gantry", 8);
+    let stream = keys.submit_stream(keys.partition_of(&batch_id));
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = conn
+        .xgroup_create_mkstream(&stream, "submitter", "0")
+        .await
+        .unwrap();
+    let read: redis::streams::StreamReadReply = conn
+        .xread_options(
+            &[&stream],
+            &[">"],
+            &redis::streams::StreamReadOptions::default().group("submitter", "dead-one"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.keys[0].ids.len(), 2);
+    // A claimed task whose submitter died mid-create, too.
+    let first = gantry_core::ids::task_id(&batch_id, 0);
+    assert!(matches!(
+        store
+            .claim_submit(&first, gantry_core::model::now_ms(), 300)
+            .await
+            .unwrap(),
+        gantry_core::store::Claim::Claimed { .. }
+    ));
+
+    let url = redis.url();
+    let app = TestApp::start_with(move |c| {
+        c.redis.url = Some(Secret::new(url));
+        quick_redelivery(c);
+        c.streams.max_deliveries = 5;
+    })
+    .await;
+    let batch = app.wait_final(&key, &batch_id).await;
+    assert_eq!(batch["request_counts"]["succeeded"], 2);
+    let task = app.get(&key, &format!("/v1/tasks/{first}")).await.1;
+    assert_eq!(
+        task["attempts"], 2,
+        "the expired lease was taken over with a new attempt"
+    );
+    assert_eq!(app.stack.sim.stats().creates, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_type_delivered_twice_changes_nothing() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant(100).await;
+    let batch_id = app
+        .submit(&key, &json!({"tasks": [veo("a"), veo("b [sim:fail]")]}))
+        .await;
+    let batch = app.wait_final(&key, &batch_id).await;
+    let credits = app.credits(&key).await;
+
+    let keys = Keys::new("gantry", 8);
+    let p = keys.partition_of(&batch_id);
+    let mut conn = app.redis().await;
+    for index in 0..2 {
+        let message = Message::SubmitTask {
+            task_id: gantry_core::ids::task_id(&batch_id, index),
+            batch_id: batch_id.clone(),
+        };
+        let _: String = conn
+            .xadd(keys.submit_stream(p), "*", &message.to_fields())
+            .await
+            .unwrap();
+    }
+    let settle = Message::SettleBatch {
+        batch_id: batch_id.clone(),
+    };
+    let _: String = conn
+        .xadd(keys.settle_stream(p), "*", &settle.to_fields())
+        .await
+        .unwrap();
+    // Wait until both groups have read and acknowledged everything.
+    for (stream, group) in [
+        (keys.submit_stream(p), "submitter"),
+        (keys.settle_stream(p), "settlement"),
+    ] {
+        wait_for("the duplicates to be consumed", Duration::from_secs(20), || {
+            let (mut conn, stream) = (conn.clone(), stream.clone());
+            async move {
+                let info: redis::streams::StreamInfoGroupsReply = conn.xinfo_groups(&stream).await?;
+                let group = info.groups.iter().find(|g| g.name == group).unwrap();
+                Ok((group.pending == 0 && group.lag == Some(0)).then_some(()))
+            }
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(app.get(&key, &format!("/v1/batches/{batch_id}")).await.1, batch);
+    assert_eq!(app.credits(&key).await, credits);
+    assert_eq!(app.stack.sim.stats().creates, 2, "no task was created twice");
+}
