@@ -1,5 +1,6 @@
 -- create_batch: writes a batch and its tasks and queues the tasks that may start now.
--- KEYS[1] batch hash, KEYS[2] submit stream of the batch's partition, KEYS[3] batch events stream
+-- KEYS[1] batch hash, KEYS[2] submit stream of the batch's partition, KEYS[3] batch events stream,
+-- KEYS[4] the partition's open batches (zset by creation ms; the sweeper walks it)
 -- ARGV[1] batch fields (JSON object of strings), ARGV[2] tasks (JSON array of objects of strings, each with `id`),
 -- ARGV[3] task key prefix (the task id is appended)
 -- Returns 1 when created, 0 when the batch already existed (idempotent replay).
@@ -26,5 +27,6 @@ for i, task in ipairs(tasks) do
     redis.call('XADD', KEYS[2], '*', 'v', '1', 'type', 'submit_task', 'task_id', task.id, 'batch_id', batch.id)
   end
 end
+redis.call('ZADD', KEYS[4], tonumber(batch.created_at), batch.id)
 emit_batch(KEYS[3], KEYS[1])
 return 1

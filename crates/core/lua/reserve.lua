@@ -1,9 +1,13 @@
 -- reserve: freezes a batch's whole cost on its tenant (balance -> frozen), once per batch id, and lists the batch
 -- under the tenant.
 -- KEYS[1] tenant hash, KEYS[2] reservations hash (batch id -> amount), KEYS[3] ledger stream, KEYS[4] tenant's
--- batch index (zset scored by creation ms)
+-- batch index (zset scored by creation ms), KEYS[5] settlements hash
 -- ARGV[1] batch id, ARGV[2] amount, ARGV[3] now (ms)
--- Returns {1, balance} when reserved (or already reserved), {0, balance} when the balance is short.
+-- Returns {1, balance} when reserved (or already reserved), {0, balance} when the balance is short, {-1, balance}
+-- when this batch id was settled or released before (it cannot be reserved again).
+if redis.call('HEXISTS', KEYS[5], ARGV[1]) == 1 then
+  return { -1, tonumber(redis.call('HGET', KEYS[1], 'balance')) }
+end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   return { 1, tonumber(redis.call('HGET', KEYS[1], 'balance')) }
 end

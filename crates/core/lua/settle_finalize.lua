@@ -1,5 +1,5 @@
 -- settle_finalize: records a finished settlement on the batch (settling -> completed, cancelling -> cancelled).
--- KEYS[1] batch hash, KEYS[2] batch events stream
+-- KEYS[1] batch hash, KEYS[2] batch events stream, KEYS[3] the partition's open batches (zset)
 -- ARGV[1] now (ms), ARGV[2] charged, ARGV[3] refunded
 -- Returns 1 when applied, 0 when the batch was not waiting for its settlement (a duplicate message).
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -12,5 +12,6 @@ else
   return 0
 end
 redis.call('HSET', KEYS[1], 'status', final, 'charged', ARGV[2], 'refunded', ARGV[3], 'completed_at', ARGV[1])
+redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
 emit_batch(KEYS[2], KEYS[1])
 return 1

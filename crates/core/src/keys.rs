@@ -8,6 +8,7 @@
 //! | `<prefix>:{pN}:submit` | stream | tasks to create at the provider (group `submitter`) |
 //! | `<prefix>:{pN}:settle` | stream | batches whose tasks are all terminal (group `settlement`) |
 //! | `<prefix>:{pN}:polls` | zset | running task ids scored by next poll time (ms) |
+//! | `<prefix>:{pN}:open` | zset | batches not yet settled, by creation ms (walked by the sweeper) |
 //! | `<prefix>:{pN}:dead` | stream | dead letters: messages that failed `streams.max_deliveries` times or were malformed |
 //! | `<prefix>:{pN}:retries` | zset | queued task ids waiting to retry a create, scored by due time (ms) |
 //! | `<prefix>:{pN}:batch:<id>` | hash | a batch |
@@ -78,6 +79,11 @@ impl Keys {
     pub fn dead_letters_of(&self, source: &str) -> String {
         let slot = source.rsplit_once(':').map_or(source, |(slot, _)| slot);
         format!("{slot}:dead")
+    }
+
+    /// Batches of a partition not yet settled, scored by creation time (ms): what the sweeper walks.
+    pub fn open_batches(&self, partition: u32) -> String {
+        format!("{}:open", self.slot(partition))
     }
 
     pub fn retries(&self, partition: u32) -> String {

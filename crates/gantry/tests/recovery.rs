@@ -205,3 +205,103 @@ async fn every_message_type_delivered_twice_changes_nothing() {
     assert_eq!(app.credits(&key).await, credits);
     assert_eq!(app.stack.sim.stats().creates, 2, "no task was created twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_settles_a_batch_whose_settle_message_was_lost_and_releases_orphan_reservations() {
+    let redis = RedisServer::start().unwrap();
+    let store = Store::connect(&redis.url(), "gantry", 8).await.unwrap();
+    let (tenant, key) = store.create_tenant("t", 100).await.unwrap();
+    let prices = gantry_core::Config::load_from(None, Vec::new()).unwrap().prices;
+    // A batch that finished while settlement was down, and whose settle message was then lost.
+    let batch = validate_batch(
+        &json!({"tasks": [veo("a"), veo("b")]}),
+        &Limits { max_tasks: 10 },
+        &prices,
+    )
+    .unwrap();
+    let batch_id = gantry_core::ids::new_batch_id();
+    store.reserve(&tenant, &batch_id, batch.cost(), 1).await.unwrap();
+    store.create_batch(&tenant, &batch_id, &batch, 1).await.unwrap();
+    for (i, outcome) in [
+        gantry_core::store::Outcome::Succeeded {
+            video_url: "https://v/a.mp4".into(),
+            last_frame_url: None,
+        },
+        gantry_core::store::Outcome::Failed {
+            code: "provider_error".into(),
+            message: "x".into(),
+        },
+    ]
+    .iter()
+    .enumerate()
+    {
+        store
+            .finish_task(&gantry_core::ids::task_id(&batch_id, i), None, outcome, 2)
+            .await
+            .unwrap();
+    }
+    let keys = Keys::new("gantry", 8);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let settle_stream = keys.settle_stream(keys.partition_of(&batch_id));
+    let _: () = redis::cmd("DEL")
+        .arg(&settle_stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for p in 0..8 {
+        let _: () = redis::cmd("DEL")
+            .arg(keys.submit_stream(p))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // A reservation whose batch was never written: the gateway died between the two steps, ten minutes ago.
+    let ten_minutes_ago = gantry_core::model::now_ms() - 600_000;
+    let orphan = format!("bat_{ten_minutes_ago:012x}{}", "0".repeat(20));
+    store
+        .reserve(&tenant, &orphan, 30, ten_minutes_ago)
+        .await
+        .unwrap();
+    assert_eq!(store.credits(&tenant).await.unwrap().balance, 100 - 16 - 30);
+
+    let url = redis.url();
+    let app = TestApp::start_with(move |c| {
+        c.redis.url = Some(Secret::new(url));
+        c.sweeper.interval_ms = 100;
+        c.sweeper.reservation_grace_ms = 60_000;
+    })
+    .await;
+    let settled = app.wait_final(&key, &batch_id).await;
+    assert_eq!(
+        (
+            settled["credits"]["charged"].as_u64(),
+            settled["credits"]["refunded"].as_u64()
+        ),
+        (Some(8), Some(8))
+    );
+    wait_for(
+        "the orphan reservation to be released",
+        Duration::from_secs(20),
+        || async { Ok((store.credits(&tenant).await?.frozen == 0).then_some(())) },
+    )
+    .await
+    .unwrap();
+    let credits = store.credits(&tenant).await.unwrap();
+    assert_eq!((credits.balance, credits.charged), (92, 8));
+    assert_eq!(
+        store
+            .reserve(&tenant, &orphan, 30, gantry_core::model::now_ms())
+            .await
+            .unwrap(),
+        gantry_core::store::Reservation::Closed,
+        "a released batch id cannot be reserved again"
+    );
+    assert_eq!(
+        store.audit_tenant(&tenant).await.unwrap().violations,
+        Vec::<String>::new()
+    );
+}

@@ -33,6 +33,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         .await
         .context("joining the settle streams")?;
     tracing::info!(consumer = consumer.name(), "settlement started");
+    let sweeper = tokio::spawn(sweep(store.clone(), config.clone(), shutdown.clone()));
     while !shutdown.is_cancelled() {
         let Some(deliveries) = consumer.next_until(&shutdown).await else {
             break;
@@ -42,8 +43,30 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         }
     }
     consumer.leave().await;
+    let _ = sweeper.await;
     tracing::info!("settlement stopped");
     Ok(())
+}
+
+/// Every `sweeper.interval_ms`, finishes what a crash could have stranded (see `Store::sweep`).
+async fn sweep(store: Store, config: Config, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_millis(config.sweeper.interval_ms));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match store.sweep(now_ms(), config.sweeper.reservation_grace_ms).await {
+            Ok(report)
+                if report.settlements_resent + report.submits_resent + report.reservations_released > 0 =>
+            {
+                tracing::warn!(?report, "sweeper finished stranded work");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweep failed; trying again later"),
+        }
+    }
 }
 
 async fn handle(store: &Store, config: &Config, delivery: &Delivery) {

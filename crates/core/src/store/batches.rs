@@ -75,6 +75,7 @@ impl Store {
             .key(self.keys.batch(batch_id))
             .key(self.keys.submit_stream(partition))
             .key(self.keys.batch_events(batch_id))
+            .key(self.keys.open_batches(partition))
             .arg(batch_fields.to_string())
             .arg(serde_json::Value::Array(tasks).to_string())
             .arg(self.keys.task_prefix(batch_id))

@@ -13,6 +13,7 @@ mod batches;
 mod dead_letters;
 mod limiter;
 mod scripts;
+mod sweeper;
 mod tasks;
 mod tenants;
 
@@ -25,6 +26,7 @@ pub use self::{
     batches::Page,
     dead_letters::DeadLetter,
     limiter::CallOutcome,
+    sweeper::SweepReport,
     tasks::{Claim, Outcome, PollTarget},
     tenants::{Credits, LedgerEntry, Reservation, Settlement},
 };

@@ -19,8 +19,14 @@ pub struct Credits {
 /// The outcome of freezing a batch's cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reservation {
-    Reserved { balance: i64 },
-    InsufficientCredits { balance: i64 },
+    Reserved {
+        balance: i64,
+    },
+    InsufficientCredits {
+        balance: i64,
+    },
+    /// The batch id was settled or released before; it cannot be reserved again.
+    Closed,
 }
 
 /// The outcome of settling a batch.
@@ -156,15 +162,16 @@ impl Store {
             .key(self.keys.reservations(tenant_id))
             .key(self.keys.ledger(tenant_id))
             .key(self.keys.tenant_batches(tenant_id))
+            .key(self.keys.settlements(tenant_id))
             .arg(batch_id)
             .arg(amount)
             .arg(now)
             .invoke_async(&mut self.connection())
             .await?;
-        Ok(if ok == 1 {
-            Reservation::Reserved { balance }
-        } else {
-            Reservation::InsufficientCredits { balance }
+        Ok(match ok {
+            1 => Reservation::Reserved { balance },
+            0 => Reservation::InsufficientCredits { balance },
+            _ => Reservation::Closed,
         })
     }
 

@@ -62,6 +62,11 @@ pub(crate) async fn create(
                 balance,
             });
         }
+        Reservation::Closed => {
+            return Err(ApiError::Conflict(format!(
+                "batch {batch_id} was already settled or released"
+            )));
+        }
     }
     state.store.create_batch(&tenant, &batch_id, &batch, now).await?;
     let view = state
