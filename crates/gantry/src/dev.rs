@@ -100,6 +100,19 @@ impl DevStack {
         }
     }
 
+    /// The services that have stopped by themselves since the last call (none should while the stack runs).
+    pub fn stopped_services(&mut self) -> Vec<String> {
+        let mut stopped = Vec::new();
+        while let Some(done) = self.services.try_join_next() {
+            stopped.push(match done {
+                Ok((name, Ok(()))) => name.to_owned(),
+                Ok((name, Err(e))) => format!("{name}: {e:#}"),
+                Err(e) => format!("panicked: {e}"),
+            });
+        }
+        stopped
+    }
+
     /// Stops every service and waits for them.
     pub async fn shutdown(&mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();

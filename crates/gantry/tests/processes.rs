@@ -349,3 +349,56 @@ async fn simulator_faults_come_from_configuration() {
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr).unwrap().contains("rate_5xx"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_every_service_cleanly_within_the_grace_period() {
+    let mut cluster = Cluster::start_with(
+        &["sim", "gateway", "submitter", "poller", "settlement"],
+        &[
+            ("GANTRY__SHUTDOWN__GRACE_MS", "2000"),
+            ("GANTRY__SIM__TASK_DURATION_MS", "5000"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let key = cluster.ready_tenant(&http, 100).await;
+    // Work in flight: a batch that runs for a while, and a live event stream held open.
+    let url = format!("{}/v1/batches", cluster.gateway);
+    let response = http
+        .post(url)
+        .bearer_auth(&key)
+        .json(&json!({"tasks": [{"model": "veo3.1-fast", "prompt": "long", "aspect_ratio": "16:9"}]}))
+        .send()
+        .await
+        .unwrap();
+    let batch: Value = response.json().await.unwrap();
+    let events = http
+        .get(format!(
+            "{}/v1/batches/{}/events",
+            cluster.gateway,
+            batch["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+
+    let started = Instant::now();
+    for child in &cluster.children {
+        let pid = child.id().unwrap().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        assert!(sent.success());
+    }
+    for child in &mut cluster.children {
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("exits in time")
+            .unwrap();
+        assert!(status.success(), "a service exited with {status}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+}

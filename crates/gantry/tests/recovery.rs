@@ -305,3 +305,58 @@ async fn the_sweeper_settles_a_batch_whose_settle_message_was_lost_and_releases_
         Vec::<String>::new()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_second_redis_outage_is_answered_503_and_the_run_completes() {
+    let mut redis = RedisServer::start_durable().unwrap();
+    let url = redis.url();
+    let mut app = TestApp::start_with(move |c| {
+        c.redis.url = Some(Secret::new(url));
+        c.sim.task_duration_ms = 2000;
+        // Work interrupted by the outage is picked up again once its lease ends.
+        c.poller.claim_lease_ms = 2000;
+        c.submitter.lease_ms = 2000;
+    })
+    .await;
+    let (_, key) = app.tenant(100).await;
+    let batch_id = app
+        .submit(&key, &json!({"tasks": [veo("a"), veo("b"), veo("c")]}))
+        .await;
+
+    redis.kill();
+    let started = std::time::Instant::now();
+    let response = app
+        .http
+        .get(format!("{}/v1/batches/{batch_id}", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "unavailable");
+    let ready = app.http.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = app
+        .post_batch(&key, &json!({"tasks": [veo("during the outage")]}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    // Ten seconds without Redis, measured from when it went away.
+    wait_for("ten seconds of outage", Duration::from_secs(15), || async {
+        Ok((started.elapsed() >= Duration::from_secs(10)).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        app.stack.stopped_services(),
+        Vec::<String>::new(),
+        "no service exits during the outage"
+    );
+
+    redis.restart().unwrap();
+    let batch = app.wait_final(&key, &batch_id).await;
+    assert_eq!(batch["request_counts"]["succeeded"], 3);
+    assert_eq!(app.credits(&key).await["balance"], 100 - 24);
+    assert_eq!(app.stack.stopped_services(), Vec::<String>::new());
+}

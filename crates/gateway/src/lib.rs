@@ -6,7 +6,7 @@ mod error;
 mod routes;
 mod trace;
 
-use std::{sync::Arc, time::Duration};
+use std::{future::IntoFuture, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{extract::DefaultBodyLimit, middleware, Router};
@@ -24,7 +24,7 @@ pub(crate) struct AppState {
 
 /// Serves the gateway on `listener` until `shutdown`, then drains open requests.
 pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let store = Store::from_config(config).await?;
+    let store = Store::connect_when_ready(config, &shutdown).await?;
     let providers = Providers::from_config(config, &store)?;
     let state = AppState {
         store,
@@ -33,10 +33,24 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationT
     };
     let app = router(state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("serving the gateway")
+    let grace = Duration::from_millis(config.shutdown.grace_ms);
+    let stopping = shutdown.clone();
+    let serve = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopping.cancelled().await })
+        .into_future();
+    tokio::pin!(serve);
+    tokio::select! {
+        served = &mut serve => return served.context("serving the gateway"),
+        _ = shutdown.cancelled() => {}
+    }
+    // Open requests (live event streams above all) get the grace period, then are cut.
+    match tokio::time::timeout(grace, serve).await {
+        Ok(served) => served.context("serving the gateway"),
+        Err(_) => {
+            tracing::warn!("shutdown grace period over; closing open connections");
+            Ok(())
+        }
+    }
 }
 
 fn router(state: AppState) -> Router {

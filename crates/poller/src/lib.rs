@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 /// Runs a poller until `shutdown`, then finishes the polls in flight.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let store = Store::from_config(config).await?;
+    let store = Store::connect_when_ready(config, &shutdown).await?;
     let providers = Providers::from_config(config, &store)?;
     let poller = Arc::new(Poller {
         store,
@@ -75,7 +75,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
             });
         }
     }
-    while in_flight.join_next().await.is_some() {}
+    gantry_core::drain(&mut in_flight, Duration::from_millis(config.shutdown.grace_ms)).await;
     tracing::info!("poller stopped");
     Ok(())
 }

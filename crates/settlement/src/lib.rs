@@ -20,7 +20,7 @@ pub const GROUP: &str = "settlement";
 
 /// Runs settlement until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let store = Store::from_config(config).await?;
+    let store = Store::connect_when_ready(config, &shutdown).await?;
     let streams = (0..store.keys().partitions())
         .map(|p| store.keys().settle_stream(p))
         .collect();

@@ -24,7 +24,7 @@ pub const GROUP: &str = "submitter";
 
 /// Runs a submitter until `shutdown`, then finishes the creates in flight.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let store = Store::from_config(config).await?;
+    let store = Store::connect_when_ready(config, &shutdown).await?;
     let providers = Providers::from_config(config, &store)?;
     let streams = (0..store.keys().partitions())
         .map(|p| store.keys().submit_stream(p))
@@ -72,7 +72,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         }
         while in_flight.try_join_next().is_some() {}
     }
-    while in_flight.join_next().await.is_some() {}
+    gantry_core::drain(&mut in_flight, Duration::from_millis(config.shutdown.grace_ms)).await;
     consumer.leave().await;
     tracing::info!("submitter stopped");
     Ok(())
