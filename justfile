@@ -36,3 +36,10 @@ bench:
 # Status calls per task and detection delay: Gantry's poll schedule against fixed 5 s polling (200 tasks).
 bench-polling:
     cargo bench -p gantry --bench polling
+
+# The chaos test in its long form: five seeds, 3,000 tasks each, kills for at least 40 s (prints one summary line per run).
+chaos:
+    for seed in 1 2 3 4 5; do \
+      GANTRY_CHAOS_SEED=$seed GANTRY_CHAOS_TASKS=3000 GANTRY_CHAOS_SECONDS=40 \
+        cargo test -q -p gantry --test chaos -- --nocapture 2>&1 | grep -E '^chaos:|panicked|test result'; \
+    done

@@ -3,153 +3,16 @@
 
 mod common;
 
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use common::cluster::Cluster;
 
-use gantry_testkit::{free_port, wait_for, RedisServer};
+use std::time::{Duration, Instant};
+
+use gantry_testkit::{free_port, wait_for};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gantry");
-
-struct Cluster {
-    env: Vec<(String, String)>,
-    children: Vec<Child>,
-    gateway: String,
-    sim: String,
-    _redis: RedisServer,
-}
-
-impl Cluster {
-    fn start() -> Self {
-        Self::start_with(
-            &["sim", "gateway", "submitter", "poller", "poller", "settlement"],
-            &[],
-        )
-    }
-
-    /// Starts one process per entry of `services`, with `extra` environment on top of the defaults.
-    fn start_with(services: &[&str], extra: &[(&str, &str)]) -> Self {
-        let redis = RedisServer::start().unwrap();
-        let (gateway_port, sim_port) = (free_port().unwrap(), free_port().unwrap());
-        let env: Vec<(String, String)> = [
-            ("GANTRY__REDIS__URL", redis.url()),
-            ("GANTRY__GATEWAY__LISTEN", format!("127.0.0.1:{gateway_port}")),
-            ("GANTRY__GATEWAY__ADMIN_TOKEN", "proc-admin".into()),
-            ("GANTRY__SIM__LISTEN", format!("127.0.0.1:{sim_port}")),
-            ("GANTRY__SIM__TASK_DURATION_MS", "600".into()),
-            ("GANTRY__SIM__DURATION_JITTER_MS", "400".into()),
-            // Slow status answers, so two pollers polling one task at once would overlap visibly.
-            ("GANTRY__SIM__POLL_LATENCY_MS", "40".into()),
-            (
-                "GANTRY__PROVIDER__GRSAI__BASE_URL",
-                format!("http://127.0.0.1:{sim_port}"),
-            ),
-            ("GANTRY__POLLER__EXPECTED_SORA2_MS", "30".into()),
-            ("GANTRY__POLLER__EXPECTED_VEO31_FAST_MS", "30".into()),
-            ("GANTRY__POLLER__EXPECTED_VEO31_PRO_MS", "30".into()),
-            ("GANTRY__POLLER__INTERVAL_MS", "30".into()),
-            ("GANTRY__POLLER__MAX_INTERVAL_MS", "200".into()),
-            ("GANTRY__POLLER__MIN_INTERVAL_MS", "10".into()),
-            ("GANTRY__POLLER__IDLE_WAIT_MS", "50".into()),
-            ("GANTRY__SUBMITTER__BLOCK_MS", "200".into()),
-            ("GANTRY__SETTLEMENT__BLOCK_MS", "200".into()),
-            ("RUST_LOG", "warn".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .chain(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
-        .collect();
-        let mut cluster = Self {
-            env,
-            children: Vec::new(),
-            gateway: format!("http://127.0.0.1:{gateway_port}"),
-            sim: format!("http://127.0.0.1:{sim_port}"),
-            _redis: redis,
-        };
-        for service in services {
-            let child = cluster
-                .command(&[service])
-                .kill_on_drop(true)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            cluster.children.push(child);
-        }
-        cluster
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .args(args)
-            .env_clear()
-            .envs(self.env.iter().cloned())
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        command
-    }
-}
-
-impl Cluster {
-    /// Waits for the gateway, then provisions a tenant from the shell as an operator would; returns its key.
-    async fn ready_tenant(&self, http: &reqwest::Client, credits: u64) -> String {
-        wait_for("the gateway to be ready", Duration::from_secs(30), || async {
-            let ready = http.get(format!("{}/readyz", self.gateway)).send().await;
-            Ok(ready.is_ok_and(|r| r.status() == StatusCode::OK).then_some(()))
-        })
-        .await
-        .unwrap();
-        let credits = credits.to_string();
-        let args = [
-            "admin",
-            "tenant",
-            "create",
-            "--name",
-            "ops",
-            "--credits",
-            &credits,
-        ];
-        let out = self.command(&args).output().await.unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let line = stdout.lines().find_map(|l| l.strip_prefix("api_key:")).unwrap();
-        line.split_whitespace().next().unwrap().to_owned()
-    }
-
-    /// Submits a batch and waits until it is completed.
-    async fn run_batch(&self, http: &reqwest::Client, key: &str, tasks: Vec<Value>) -> Value {
-        let url = format!("{}/v1/batches", self.gateway);
-        let response = http
-            .post(url)
-            .bearer_auth(key)
-            .json(&json!({"tasks": tasks}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
-        let batch: Value = response.json().await.unwrap();
-        let url = format!("{}/v1/batches/{}", self.gateway, batch["id"].as_str().unwrap());
-        wait_for("the batch to complete", Duration::from_secs(90), || async {
-            let batch: Value = http.get(&url).bearer_auth(key).send().await?.json().await?;
-            Ok((batch["status"] == "completed").then_some(batch))
-        })
-        .await
-        .unwrap()
-    }
-
-    async fn sim_stats(&self, http: &reqwest::Client) -> Value {
-        http.get(format!("{}/sim/stats", self.sim))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_as_separate_processes_with_two_pollers_settle_a_batch() {

@@ -207,17 +207,47 @@ impl Worker {
                 let first_poll = now + poller.expected_ms(model);
                 let remote = (provider_name.as_str(), remote_id.as_str());
                 if !self
-                    .store
-                    .mark_running(task_id, attempt, remote, now, first_poll)
+                    .record_remote(task_id, attempt, remote, now, first_poll)
                     .await?
                 {
                     tracing::warn!(remote.id = %remote_id, "task moved on while it was created; result ignored");
+                    // Cancelled meanwhile (or taken over): stop the remote work where the provider can.
+                    if let Err(e) = provider.cancel(&remote_id).await {
+                        tracing::debug!(error = %e, "remote cancel failed");
+                    }
                 }
                 tracing::info!(remote.id = %remote_id, attempt, provider = provider_name.as_str(), "task created");
             }
             Err(e) => self.failed_create(task_id, attempt, &e).await?,
         }
         Ok(())
+    }
+
+    /// Records the remote id. The provider has the task now, so a Redis outage must not lose it (a retry would
+    /// create a second remote task): keep trying until Redis answers, while the task's lease lasts.
+    async fn record_remote(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        remote: (&str, &str),
+        now: u64,
+        first_poll: u64,
+    ) -> anyhow::Result<bool> {
+        let give_up_at = now + self.config.submitter.lease_ms;
+        loop {
+            match self
+                .store
+                .mark_running(task_id, attempt, remote, now, first_poll)
+                .await
+            {
+                Ok(applied) => return Ok(applied),
+                Err(e @ gantry_core::StoreError::Redis(_)) if now_ms() < give_up_at => {
+                    tracing::warn!(error = %e, "recording the remote task failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// A create failed: schedule a retry when the policy allows one, else fail the task.

@@ -2,6 +2,8 @@
 //! HTTP, all four services), driven over HTTP like the web app drives it.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cluster;
+
 use std::time::Duration;
 
 use gantry::dev::DevStack;
