@@ -382,3 +382,50 @@ async fn the_audit_finds_books_that_do_not_balance() {
         "{audit:?}"
     );
 }
+
+#[tokio::test]
+async fn a_stale_submitter_finishing_after_its_lease_expired_changes_nothing() {
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis).await;
+    let (tenant, _) = store.create_tenant("t", 100).await.unwrap();
+    let batch = batch_of(&store, &tenant, "parallel", 1).await;
+    let task = ids::task_id(&batch, 0);
+    // Submitter A claims with a 100 ms lease and stalls; at 200 ms submitter B takes the task over.
+    let Claim::Claimed { attempt: a, .. } = store.claim_submit(&task, 10, 100).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        store.claim_submit(&task, 50, 100).await.unwrap(),
+        Claim::Skip("submitting".into()),
+        "lease still held"
+    );
+    let Claim::Claimed { attempt: b, .. } = store.claim_submit(&task, 200, 100).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((a, b), (1, 2));
+    assert!(store
+        .mark_running(&task, b, ("grsai", "remote-b"), 210, 300)
+        .await
+        .unwrap());
+    // A wakes up: neither its remote id nor its result may overwrite B's.
+    assert!(!store
+        .mark_running(&task, a, ("grsai", "remote-a"), 220, 300)
+        .await
+        .unwrap());
+    let late = Outcome::Failed {
+        code: "provider_error".into(),
+        message: "stale".into(),
+    };
+    assert!(!store.finish_task(&task, Some(a), &late, 230).await.unwrap());
+    let target = store.poll_target(&task).await.unwrap().unwrap();
+    assert_eq!(
+        (target.status.as_str(), target.attempt, target.remote_id.as_str()),
+        ("running", 2, "remote-b")
+    );
+    let view = store.batch(&batch).await.unwrap().unwrap();
+    assert_eq!(
+        (view.request_counts.running, view.request_counts.queued),
+        (1, 0),
+        "counted once"
+    );
+}
