@@ -114,7 +114,8 @@ async fn chaos_kill_anything_lose_nothing_charge_nothing_twice() {
             ("GANTRY__GATEWAY__MAX_TASKS_PER_BATCH", "20"),
             ("GANTRY__SIM__TASK_DURATION_MS", "300"),
             ("GANTRY__SIM__DURATION_JITTER_MS", "1000"),
-            ("GANTRY__SUBMITTER__LEASE_MS", "1500"),
+            // Longer than the Redis outage below, so a created remote task is recorded, not created again.
+            ("GANTRY__SUBMITTER__LEASE_MS", "3000"),
             ("GANTRY__POLLER__CLAIM_LEASE_MS", "1500"),
             ("GANTRY__STREAMS__CLAIM_IDLE_MS", "1500"),
             ("GANTRY__SWEEPER__INTERVAL_MS", "500"),
