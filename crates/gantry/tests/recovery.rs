@@ -18,6 +18,16 @@ use gantry_testkit::{wait_for, RedisServer};
 use redis::AsyncCommands;
 use serde_json::json;
 
+/// Writes a batch straight into Redis, as the gateway would (reservation, then batch), with no service running.
+async fn write_batch(store: &Store, tenant: &str, body: serde_json::Value) -> String {
+    let prices = gantry_core::Config::load_from(None, Vec::new()).unwrap().prices;
+    let batch = validate_batch(&body, &Limits { max_tasks: 10 }, &prices).unwrap();
+    let batch_id = gantry_core::ids::new_batch_id();
+    store.reserve(tenant, &batch_id, batch.cost(), 1).await.unwrap();
+    store.create_batch(tenant, &batch_id, &batch, 1).await.unwrap();
+    batch_id
+}
+
 /// Short leases so that redelivery happens within a test.
 fn quick_redelivery(config: &mut gantry_core::Config) {
     config.submitter.lease_ms = 300;
@@ -31,16 +41,7 @@ async fn a_poison_task_fails_is_refunded_and_lands_in_the_dead_letters() {
     let redis = RedisServer::start().unwrap();
     let store = Store::connect(&redis.url(), "gantry", 8).await.unwrap();
     let (tenant, key) = store.create_tenant("t", 100).await.unwrap();
-    let prices = gantry_core::Config::load_from(None, Vec::new()).unwrap().prices;
-    let batch = validate_batch(
-        &json!({"tasks": [veo("broken")]}),
-        &Limits { max_tasks: 10 },
-        &prices,
-    )
-    .unwrap();
-    let batch_id = gantry_core::ids::new_batch_id();
-    store.reserve(&tenant, &batch_id, batch.cost(), 1).await.unwrap();
-    store.create_batch(&tenant, &batch_id, &batch, 1).await.unwrap();
+    let batch_id = write_batch(&store, &tenant, json!({"tasks": [veo("broken")]})).await;
     let task_id = gantry_core::ids::task_id(&batch_id, 0);
     let mut conn = redis::Client::open(redis.url())
         .unwrap()
@@ -97,16 +98,7 @@ async fn messages_of_a_dead_consumer_are_taken_over() {
     let redis = RedisServer::start().unwrap();
     let store = Store::connect(&redis.url(), "gantry", 8).await.unwrap();
     let (tenant, key) = store.create_tenant("t", 100).await.unwrap();
-    let prices = gantry_core::Config::load_from(None, Vec::new()).unwrap().prices;
-    let batch = validate_batch(
-        &json!({"tasks": [veo("a"), veo("b")]}),
-        &Limits { max_tasks: 10 },
-        &prices,
-    )
-    .unwrap();
-    let batch_id = gantry_core::ids::new_batch_id();
-    store.reserve(&tenant, &batch_id, batch.cost(), 1).await.unwrap();
-    store.create_batch(&tenant, &batch_id, &batch, 1).await.unwrap();
+    let batch_id = write_batch(&store, &tenant, json!({"tasks": [veo("a"), veo("b")]})).await;
     // A submitter that read both messages and died before doing anything.
     let keys = Keys::new("gantry", 8);
     let stream = keys.submit_stream(keys.partition_of(&batch_id));
@@ -211,17 +203,8 @@ async fn the_sweeper_settles_a_batch_whose_settle_message_was_lost_and_releases_
     let redis = RedisServer::start().unwrap();
     let store = Store::connect(&redis.url(), "gantry", 8).await.unwrap();
     let (tenant, key) = store.create_tenant("t", 100).await.unwrap();
-    let prices = gantry_core::Config::load_from(None, Vec::new()).unwrap().prices;
     // A batch that finished while settlement was down, and whose settle message was then lost.
-    let batch = validate_batch(
-        &json!({"tasks": [veo("a"), veo("b")]}),
-        &Limits { max_tasks: 10 },
-        &prices,
-    )
-    .unwrap();
-    let batch_id = gantry_core::ids::new_batch_id();
-    store.reserve(&tenant, &batch_id, batch.cost(), 1).await.unwrap();
-    store.create_batch(&tenant, &batch_id, &batch, 1).await.unwrap();
+    let batch_id = write_batch(&store, &tenant, json!({"tasks": [veo("a"), veo("b")]})).await;
     for (i, outcome) in [
         gantry_core::store::Outcome::Succeeded {
             video_url: "https://v/a.mp4".into(),
