@@ -343,3 +343,33 @@ async fn a_ten_second_redis_outage_is_answered_503_and_the_run_completes() {
     assert_eq!(app.credits(&key).await["balance"], 100 - 24);
     assert_eq!(app.stack.stopped_services(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_finishes_a_cancel_that_was_interrupted() {
+    let redis = RedisServer::start().unwrap();
+    let store = Store::connect(&redis.url(), "gantry", 8).await.unwrap();
+    let (tenant, key) = store.create_tenant("t", 100).await.unwrap();
+    let batch_id = write_batch(&store, &tenant, json!({"tasks": [veo("a"), veo("b"), veo("c")]})).await;
+    // The gateway marked the batch cancelling, then died before cancelling its tasks.
+    assert_eq!(store.cancel_batch(&batch_id).await.unwrap(), None);
+
+    let url = redis.url();
+    let app = TestApp::start_with(move |c| {
+        c.redis.url = Some(Secret::new(url));
+        c.sweeper.interval_ms = 100;
+    })
+    .await;
+    let batch = app.wait_final(&key, &batch_id).await;
+    assert_eq!(batch["status"], "cancelled");
+    assert_eq!(batch["request_counts"]["cancelled"], 3);
+    assert_eq!(batch["credits"]["refunded"], 24);
+    assert_eq!(
+        app.stack.sim.stats().creates,
+        0,
+        "nothing of a cancelling batch reaches the provider"
+    );
+    assert_eq!(
+        store.audit_tenant(&tenant).await.unwrap().violations,
+        Vec::<String>::new()
+    );
+}

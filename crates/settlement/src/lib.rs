@@ -59,7 +59,11 @@ async fn sweep(store: Store, config: Config, shutdown: CancellationToken) {
         }
         match store.sweep(now_ms(), config.sweeper.reservation_grace_ms).await {
             Ok(report)
-                if report.settlements_resent + report.submits_resent + report.reservations_released > 0 =>
+                if report.settlements_resent
+                    + report.submits_resent
+                    + report.reservations_released
+                    + report.cancels_finished
+                    > 0 =>
             {
                 tracing::warn!(?report, "sweeper finished stranded work");
             }

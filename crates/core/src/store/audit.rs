@@ -115,10 +115,16 @@ impl Store {
                     "batch {batch_id} is {:?} but was never settled",
                     batch.status
                 )),
-                (false, Some(_)) if batch.status != BatchStatus::Settling => problem(format!(
-                    "batch {batch_id} is settled but still {:?}",
-                    batch.status
-                )),
+                // Between the tenant's settlement and the batch's final status, a batch is still settling or
+                // cancelling: that is fine.
+                (false, Some(_))
+                    if !matches!(batch.status, BatchStatus::Settling | BatchStatus::Cancelling) =>
+                {
+                    problem(format!(
+                        "batch {batch_id} is settled but still {:?}",
+                        batch.status
+                    ))
+                }
                 (true, Some(record)) => {
                     let expected = format!("{}:{}", batch.credits.charged, batch.credits.refunded);
                     if *record != expected {

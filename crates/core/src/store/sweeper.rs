@@ -3,8 +3,10 @@
 //!
 //! - A batch whose tasks are all terminal (`settling`, or `cancelling` with nothing left) gets its settle message
 //!   again; settlement is exactly-once per batch, so a duplicate changes nothing.
-//! - A task stuck in `submitting` past its lease with no live submitter gets a submit message again; the
-//!   submitter takes it over with a new attempt.
+//! - A task stuck in `submitting` past its lease gets a submit message again; a submitter takes it over with a
+//!   new attempt (a live one whose lease merely ran out is fenced by the attempt number).
+//! - A `cancelling` batch whose cancel was interrupted (the gateway died while cancelling its tasks) has its
+//!   remaining tasks cancelled.
 //! - A credit reservation whose batch was never written (the gateway died in between) is released after a grace
 //!   period: recorded as a settlement that charges nothing, so the batch id can never be reserved again.
 
@@ -12,7 +14,7 @@ use std::collections::HashMap;
 
 use redis::AsyncCommands;
 
-use super::{Result, Settlement, Store};
+use super::{Outcome, Result, Settlement, Store};
 use crate::{ids, messages::Message};
 
 /// What one sweep did.
@@ -22,6 +24,7 @@ pub struct SweepReport {
     pub settlements_resent: usize,
     pub submits_resent: usize,
     pub reservations_released: usize,
+    pub cancels_finished: usize,
 }
 
 /// The creation time (ms) inside a batch id (a UUIDv7: its first 48 bits).
@@ -79,6 +82,22 @@ impl Store {
                     .xadd(self.keys.settle_stream(p), "*", &message.to_fields())
                     .await?;
                 report.settlements_resent += 1;
+                continue;
+            }
+            if status == "cancelling" {
+                for (i, (task_status, _)) in tasks.iter().enumerate() {
+                    if matches!(task_status.as_deref(), Some("queued" | "submitting" | "running")) {
+                        let outcome = Outcome::Cancelled {
+                            message: "cancelled by the client".into(),
+                        };
+                        if self
+                            .finish_task(&ids::task_id(&batch_id, i), None, &outcome, now)
+                            .await?
+                        {
+                            report.cancels_finished += 1;
+                        }
+                    }
+                }
                 continue;
             }
             for (i, (task_status, lease_until)) in tasks.iter().enumerate() {
