@@ -19,6 +19,7 @@
 //! | `<prefix>:{t:<id>}:reservations` | hash | batch id → credits frozen for it, until settled |
 //! | `<prefix>:{t:<id>}:settlements` | hash | batch id → `charged:refunded`, once settled |
 //! | `<prefix>:{t:<id>}:batches` | zset | the tenant's batch ids by creation time |
+//! | `<prefix>:{t:<id>}:idem:<sha256>` | hash | one `Idempotency-Key` of the tenant on one endpoint: fingerprint, lease, stored answer (see `store/idempotency.rs`) |
 //! | `<prefix>:apikeys` | hash | sha256(api key) → tenant id |
 //! | `<prefix>:tenants` | set | all tenant ids |
 //! | `<prefix>:{l:<provider>}:tat` | string | the provider's shared rate limit (GCRA arrival time, ms) |
@@ -141,6 +142,18 @@ impl Keys {
         format!("{}:batches", self.tenant_slot(tenant_id))
     }
 
+    /// The record of an `Idempotency-Key` sent by a tenant to one endpoint (`endpoint` = method and path, so the
+    /// same key on two endpoints is two records). The key is hashed: it is client input of any visible character.
+    pub fn idempotency(&self, tenant_id: &str, endpoint: &str, key: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(endpoint)
+            .chain_update("\n")
+            .chain_update(key)
+            .finalize();
+        format!("{}:idem:{}", self.tenant_slot(tenant_id), hex::encode(digest))
+    }
+
     pub fn api_keys(&self) -> String {
         format!("{}:apikeys", self.prefix)
     }
@@ -175,6 +188,21 @@ mod tests {
         ]
         .map(|k| tag(&k).to_owned());
         assert!(tags.iter().all(|t| *t == tags[0]), "{tags:?}");
+    }
+
+    #[test]
+    fn idempotency_records_live_with_their_tenant_and_are_scoped_by_endpoint() {
+        let keys = Keys::new("g", 8);
+        let tenant = "ten_0190f3c1a2b37c4d8e9f001122334455";
+        let record = keys.idempotency(tenant, "POST /v1/batches", "k1");
+        assert_eq!(tag(&record), tag(&keys.tenant(tenant)));
+        assert_ne!(record, keys.idempotency(tenant, "POST /v1/tasks/x/cancel", "k1"));
+        assert_ne!(record, keys.idempotency(tenant, "POST /v1/batches", "k2"));
+        assert_ne!(record, keys.idempotency("ten_other", "POST /v1/batches", "k1"));
+        // The key's characters never reach the Redis key: `{` or `:` in a client's key cannot move the slot.
+        assert!(!keys
+            .idempotency(tenant, "POST /v1/batches", "{x}:y")
+            .contains("{x}"));
     }
 
     #[test]

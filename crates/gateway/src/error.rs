@@ -25,6 +25,10 @@ pub(crate) enum ApiError {
         needed: u64,
         balance: i64,
     },
+    /// The `Idempotency-Key` was used before for a different request (method, path or body).
+    IdempotencyKeyReused,
+    /// A request with the same `Idempotency-Key` is still being processed.
+    IdempotencyInProgress,
     Unavailable,
     Internal(String),
 }
@@ -51,6 +55,12 @@ impl ApiError {
                 "insufficient_credits",
                 "Insufficient credits",
             ),
+            Self::IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+            ),
+            Self::IdempotencyInProgress => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -73,6 +83,12 @@ impl ApiError {
             Self::InsufficientCredits { needed, balance } => {
                 format!("the batch costs {needed} credits but the balance is {balance}")
             }
+            Self::IdempotencyKeyReused => {
+                "this Idempotency-Key was already used for a different request; use a new key".into()
+            }
+            Self::IdempotencyInProgress => {
+                "a request with this Idempotency-Key is still being processed; retry later".into()
+            }
             Self::Unavailable => "a backing service is unreachable; retry later".into(),
             Self::Internal(_) => "an internal error occurred; quote the trace id when reporting it".into(),
         }
@@ -94,6 +110,7 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.parts();
+        let retry_soon = matches!(self, Self::Unavailable | Self::IdempotencyInProgress);
         let trace_id = trace::current();
         if let Self::Internal(detail) = &self {
             tracing::error!(trace_id, detail, "internal error");
@@ -115,7 +132,7 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if retry_soon {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if status == StatusCode::UNAUTHORIZED {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod idempotency;
 mod routes;
 mod trace;
 

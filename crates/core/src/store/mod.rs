@@ -7,10 +7,13 @@
 //!   Credits live under the tenant's tag; batch ↔ tenant moves are idempotent steps keyed by batch id: a
 //!   reservation when the batch is accepted, a settlement when it is done.
 //! - Streams are read through consumer groups and acknowledged after the effect is durable (`consumer.rs`).
+//! - A request with an `Idempotency-Key` keeps a record under its tenant's tag: a lease while it runs, then its
+//!   answer for replay (`idempotency.rs`).
 
 mod audit;
 mod batches;
 mod dead_letters;
+mod idempotency;
 mod limiter;
 mod scripts;
 mod sweeper;
@@ -25,6 +28,7 @@ pub use self::{
     audit::Audit,
     batches::Page,
     dead_letters::DeadLetter,
+    idempotency::{fingerprint, IdempotencyBegin, IdempotencyLease, IdempotentRequest, StoredAnswer},
     limiter::CallOutcome,
     sweeper::SweepReport,
     tasks::{Claim, Outcome, PollTarget},

@@ -30,6 +30,9 @@ pub(crate) struct Scripts {
     pub limiter_acquire: Script,
     pub limiter_release: Script,
     pub cancel_batch: Script,
+    pub idem_begin: Script,
+    pub idem_finish: Script,
+    pub idem_release: Script,
 }
 
 impl Scripts {
@@ -50,6 +53,9 @@ impl Scripts {
             limiter_acquire: script!("limiter_acquire"),
             limiter_release: script!("limiter_release"),
             cancel_batch: script!("cancel_batch"),
+            idem_begin: script!("idem_begin"),
+            idem_finish: script!("idem_finish"),
+            idem_release: script!("idem_release"),
         }
     }
 }

@@ -4,7 +4,7 @@ use axum::{
     body::Bytes,
     extract::{rejection::BytesRejection, Path, Query, State},
     http::{header, StatusCode},
-    response::IntoResponse,
+    response::{IntoResponse, Response},
     Json,
 };
 use gantry_core::{
@@ -18,6 +18,7 @@ use super::{list_object, PageQuery};
 use crate::{
     auth::Tenant,
     error::{ApiError, ApiResult},
+    idempotency::Idempotency,
     AppState,
 };
 
@@ -34,27 +35,48 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> A
 
 /// Turns a request body into JSON, with 413 for an oversized body and 400 for anything unparsable.
 pub(crate) fn json_body(body: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<serde_json::Value> {
-    let bytes = body_bytes(body, limit)?;
-    serde_json::from_slice(&bytes)
+    parse_json(&body_bytes(body, limit)?)
+}
+
+fn parse_json(bytes: &[u8]) -> ApiResult<serde_json::Value> {
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
 }
 
-/// `POST /v1/batches`: 202 with the batch; nothing is written unless the whole batch is valid and paid for.
+/// `POST /v1/batches`: 202 with the batch; nothing is written unless the whole batch is valid and paid for. With
+/// an `Idempotency-Key`, a retry gets the first answer back; one that takes over from a dead first attempt reuses
+/// its batch id, so the batch is paid for once.
 pub(crate) async fn create(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
+    idempotency: Idempotency,
     body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body_bytes(body, state.config.gateway.max_body_bytes)?;
+    idempotency
+        .run_creating(&state, &tenant, &body, ids::new_batch_id(), |batch_id| {
+            accept(&state, &tenant, &body, batch_id)
+        })
+        .await
+}
+
+/// Validates and prices a batch, freezes its cost and writes it as `batch_id`; each step is idempotent per batch
+/// id, so running it again for the same id charges nothing more.
+async fn accept(
+    state: &AppState,
+    tenant: &str,
+    body: &[u8],
+    batch_id: String,
 ) -> ApiResult<impl IntoResponse> {
     let gateway = &state.config.gateway;
-    let body = json_body(body, gateway.max_body_bytes)?;
+    let body = parse_json(body)?;
     let limits = Limits {
         max_tasks: gateway.max_tasks_per_batch,
     };
     let batch = validate_batch(&body, &limits, &state.config.prices).map_err(ApiError::Validation)?;
-    let batch_id = ids::new_batch_id();
     let cost = batch.cost();
     let now = now_ms();
-    match state.store.reserve(&tenant, &batch_id, cost, now).await? {
+    match state.store.reserve(tenant, &batch_id, cost, now).await? {
         Reservation::Reserved { .. } => {}
         Reservation::InsufficientCredits { balance } => {
             return Err(ApiError::InsufficientCredits {
@@ -68,7 +90,7 @@ pub(crate) async fn create(
             )));
         }
     }
-    state.store.create_batch(&tenant, &batch_id, &batch, now).await?;
+    state.store.create_batch(tenant, &batch_id, &batch, now).await?;
     let view = state
         .store
         .batch(&batch_id)

@@ -6,8 +6,10 @@
 //! never charges for a result it discarded. A finished task or batch answers 409.
 
 use axum::{
-    extract::{Path, State},
+    body::Bytes,
+    extract::{rejection::BytesRejection, Path, State},
     http::StatusCode,
+    response::Response,
     Json,
 };
 use gantry_core::{
@@ -17,41 +19,63 @@ use gantry_core::{
     store::Outcome,
 };
 
+use super::batches::body_bytes;
 use crate::{
     auth::Tenant,
     error::{ApiError, ApiResult},
+    idempotency::Idempotency,
     AppState,
 };
 
-/// `POST /v1/tasks/{id}/cancel` → 200 with the cancelled task.
+/// `POST /v1/tasks/{id}/cancel` → 200 with the cancelled task (a retry with the same `Idempotency-Key` gets
+/// that answer again, where a plain retry would get 409).
 pub(crate) async fn task(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
-) -> ApiResult<Json<TaskView>> {
-    let task = state
-        .store
-        .tenant_task(&tenant, &id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    if task.status.is_terminal() || !cancel_one(&state, &id).await? {
-        return Err(ApiError::Conflict(format!("task {id} has already finished")));
-    }
-    Ok(Json(state.store.task(&id).await?.ok_or(ApiError::NotFound)?))
+    idempotency: Idempotency,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body_bytes(body, state.config.gateway.max_body_bytes)?;
+    idempotency
+        .run(&state, &tenant, &body, || cancel_task(&state, &tenant, &id))
+        .await
 }
 
-/// `POST /v1/batches/{id}/cancel` → 202 with the batch, `cancelling` until its settlement makes it `cancelled`.
+async fn cancel_task(state: &AppState, tenant: &str, id: &str) -> ApiResult<Json<TaskView>> {
+    let task = state
+        .store
+        .tenant_task(tenant, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if task.status.is_terminal() || !cancel_one(state, id).await? {
+        return Err(ApiError::Conflict(format!("task {id} has already finished")));
+    }
+    Ok(Json(state.store.task(id).await?.ok_or(ApiError::NotFound)?))
+}
+
+/// `POST /v1/batches/{id}/cancel` → 202 with the batch, `cancelling` until its settlement makes it `cancelled`
+/// (replayed for a retry with the same `Idempotency-Key`).
 pub(crate) async fn batch(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<BatchView>)> {
+    idempotency: Idempotency,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body_bytes(body, state.config.gateway.max_body_bytes)?;
+    idempotency
+        .run(&state, &tenant, &body, || cancel_batch(&state, &tenant, &id))
+        .await
+}
+
+async fn cancel_batch(state: &AppState, tenant: &str, id: &str) -> ApiResult<(StatusCode, Json<BatchView>)> {
     let batch = state
         .store
-        .tenant_batch(&tenant, &id)
+        .tenant_batch(tenant, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    if let Some(status) = state.store.cancel_batch(&id).await? {
+    if let Some(status) = state.store.cancel_batch(id).await? {
         return Err(ApiError::Conflict(format!(
             "batch {id} is {status} and can no longer be cancelled"
         )));
@@ -59,12 +83,12 @@ pub(crate) async fn batch(
     let total = usize::try_from(batch.request_counts.total).unwrap_or(0);
     let mut cancelled = 0;
     for index in 0..total {
-        if cancel_one(&state, &ids::task_id(&id, index)).await? {
+        if cancel_one(state, &ids::task_id(id, index)).await? {
             cancelled += 1;
         }
     }
     tracing::info!(batch.id = %id, cancelled, "batch cancelled");
-    let view = state.store.batch(&id).await?.ok_or(ApiError::NotFound)?;
+    let view = state.store.batch(id).await?.ok_or(ApiError::NotFound)?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
