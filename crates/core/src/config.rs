@@ -381,6 +381,13 @@ impl Config {
         if self.streams.max_deliveries == 0 {
             return invalid("streams.max_deliveries", "must be at least 1");
         }
+        if self.sweeper.reservation_grace_ms <= self.gateway.idempotency_lease_ms {
+            // A retry may take a crashed create over only while its reservation still stands.
+            return invalid(
+                "sweeper.reservation_grace_ms",
+                "must be longer than gateway.idempotency_lease_ms",
+            );
+        }
         if self.sweeper.interval_ms == 0 {
             return invalid("sweeper.interval_ms", "must be at least 1");
         }

@@ -119,7 +119,27 @@ impl Worker {
                 code: "provider_error".into(),
                 message: format!("gave up: {reason}"),
             };
-            match self.store.finish_task(task_id, None, &outcome, now_ms()).await {
+            // Only a task that never got to the provider fails; a running one belongs to the poller now.
+            let attempt = match self.store.poll_target(task_id).await {
+                Ok(Some(t)) if t.status == "queued" || t.status == "submitting" => Some(t.attempt),
+                Ok(_) => None,
+                Err(e @ gantry_core::StoreError::Redis(_)) => {
+                    return tracing::error!(error = %e, "reading a poisoned task failed");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "poisoned message names no task");
+                    None
+                }
+            };
+            let failed = match attempt {
+                Some(attempt) => {
+                    self.store
+                        .finish_task(task_id, Some(attempt), &outcome, now_ms())
+                        .await
+                }
+                None => Ok(false),
+            };
+            match failed {
                 Ok(_) => {}
                 // Redis is unreachable: leave the message pending; the next delivery tries again.
                 Err(e @ gantry_core::StoreError::Redis(_)) => {
@@ -148,9 +168,10 @@ impl Worker {
                 chain_first_frame,
             } => (attempt, model, spec, chain_first_frame),
             Claim::Skip(status) if status == "submitting" => {
-                // Another submitter holds the task. Leave this message pending: if that submitter dies, the
-                // message is reclaimed after the lease and the task taken over.
-                anyhow::bail!("task is being submitted elsewhere");
+                // A duplicate: another submitter holds the task under a live lease. If that submitter dies, the
+                // sweeper sends the task again once the lease has run out.
+                tracing::debug!("task is being submitted elsewhere");
+                return Ok(());
             }
             Claim::Skip(status) => {
                 tracing::debug!(status, "nothing to submit");
