@@ -21,6 +21,19 @@ fn fast_retries(config: &mut gantry_core::Config) {
     config.poller.set_expected_ms(100);
 }
 
+/// A stack in webhook mode: the gateway on a port known in advance, so the callback URL can point at it.
+async fn webhook_app(safety_net_poll_ms: u64) -> TestApp {
+    let gateway_port = free_port().unwrap();
+    TestApp::start_with(|c| {
+        fast_retries(c);
+        c.gateway.listen = ([127, 0, 0, 1], gateway_port).into();
+        c.provider.callback_base_url = Some(format!("http://127.0.0.1:{gateway_port}"));
+        c.provider.callback_secret = Some(Secret::new("hook-secret"));
+        c.poller.webhook_poll_interval_ms = safety_net_poll_ms;
+    })
+    .await
+}
+
 async fn set_faults(app: &TestApp, faults: Value) {
     let response = app
         .http
@@ -128,16 +141,8 @@ async fn a_provider_400_fails_at_once_and_a_never_ending_task_times_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_with_duplicates_reordering_and_drops_end_every_task_right() {
-    let gateway_port = free_port().unwrap();
-    let app = TestApp::start_with(|c| {
-        fast_retries(c);
-        c.gateway.listen = ([127, 0, 0, 1], gateway_port).into();
-        c.provider.callback_base_url = Some(format!("http://127.0.0.1:{gateway_port}"));
-        c.provider.callback_secret = Some(Secret::new("hook-secret"));
-        // Polling is only the safety net for dropped callbacks.
-        c.poller.webhook_poll_interval_ms = 1500;
-    })
-    .await;
+    // Polling is only the safety net for dropped callbacks.
+    let app = webhook_app(1500).await;
     set_faults(&app, json!({"seed": 3, "webhook_drop_rate": 0.3, "webhook_duplicate_rate": 0.5, "webhook_delay_ms_max": 150})).await;
     let (_, key) = app.tenant(500).await;
     let tasks: Vec<Value> = (0..12)
@@ -197,15 +202,7 @@ async fn webhooks_with_duplicates_reordering_and_drops_end_every_task_right() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_completes_when_every_callback_is_dropped() {
-    let gateway_port = free_port().unwrap();
-    let app = TestApp::start_with(|c| {
-        fast_retries(c);
-        c.gateway.listen = ([127, 0, 0, 1], gateway_port).into();
-        c.provider.callback_base_url = Some(format!("http://127.0.0.1:{gateway_port}"));
-        c.provider.callback_secret = Some(Secret::new("hook-secret"));
-        c.poller.webhook_poll_interval_ms = 300;
-    })
-    .await;
+    let app = webhook_app(300).await;
     set_faults(&app, json!({"webhook_drop_rate": 1.0})).await;
     let (_, key) = app.tenant(100).await;
     let batch_id = app
