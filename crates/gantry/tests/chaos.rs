@@ -143,13 +143,7 @@ async fn chaos_kill_anything_lose_nothing_charge_nothing_twice() {
     for _ in 0..3 {
         keys.push(cluster.ready_tenant(&http, 100_000).await);
     }
-    let set = http
-        .post(format!("{}/sim/config", cluster.sim))
-        .json(&faults)
-        .send()
-        .await
-        .unwrap();
-    assert!(set.status().is_success());
+    cluster.set_faults(&http, faults).await;
 
     // The client: batches of 1..=20 shots, a third of them chains, from three tenants, until the target.
     let gateway = cluster.gateway.clone();

@@ -86,13 +86,7 @@ async fn provider_limits_hold_across_two_submitters_and_three_pollers() {
     let key = cluster.ready_tenant(&http, 1000).await;
     // Slow answers, so requests pile up if the limits do not hold.
     let faults = json!({"latency_ms_min": 50, "latency_ms_max": 150});
-    let set = http
-        .post(format!("{}/sim/config", cluster.sim))
-        .json(&faults)
-        .send()
-        .await
-        .unwrap();
-    assert!(set.status().is_success());
+    cluster.set_faults(&http, faults).await;
     let tasks: Vec<Value> = (0..60)
         .map(|i| json!({"model": "veo3.1-fast", "prompt": format!("limited {i}"), "aspect_ratio": "16:9"}))
         .collect();

@@ -66,32 +66,14 @@ async fn with_5xx_and_429_injected_every_task_ends_and_none_is_created_twice() {
         200
     );
 
-    let stats: Value = app
-        .http
-        .get(format!("{}/sim/stats", app.stack.sim.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        stats["server_errors"].as_u64().unwrap() > 20,
-        "faults were injected: {stats}"
-    );
-    assert!(
-        stats["rate_limited"].as_u64().unwrap() > 10,
-        "faults were injected: {stats}"
-    );
+    let stats = app.stack.sim.stats();
+    assert!(stats.server_errors > 20, "faults were injected: {stats:?}");
+    assert!(stats.rate_limited > 10, "faults were injected: {stats:?}");
     assert_eq!(
-        stats["duplicate_live_creates"], 0,
+        stats.duplicate_live_creates, 0,
         "a task had two live remote tasks"
     );
-    assert_eq!(
-        stats["tasks"].as_array().unwrap().len(),
-        200,
-        "one remote task per task"
-    );
+    assert_eq!(stats.tasks.len(), 200, "one remote task per task");
 
     // A task may only fail for a retryable cause once its attempts ran out.
     let mut retried = 0;
@@ -187,17 +169,9 @@ async fn webhooks_with_duplicates_reordering_and_drops_end_every_task_right() {
             );
         }
     }
-    let stats: Value = app
-        .http
-        .get(format!("{}/sim/stats", app.stack.sim.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(stats["webhooks_sent"].as_u64().unwrap() > 0, "{stats}");
-    assert!(stats["webhooks_dropped"].as_u64().unwrap() > 0, "{stats}");
+    let stats = app.stack.sim.stats();
+    assert!(stats.webhooks_sent > 0, "{stats:?}");
+    assert!(stats.webhooks_dropped > 0, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

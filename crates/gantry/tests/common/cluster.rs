@@ -158,6 +158,17 @@ impl Cluster {
         .unwrap()
     }
 
+    /// Replaces the simulator's faults (`POST /sim/config`).
+    pub async fn set_faults(&self, http: &reqwest::Client, faults: Value) {
+        let set = http
+            .post(format!("{}/sim/config", self.sim))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert!(set.status().is_success(), "{}", set.status());
+    }
+
     pub async fn sim_stats(&self, http: &reqwest::Client) -> Value {
         http.get(format!("{}/sim/stats", self.sim))
             .send()
