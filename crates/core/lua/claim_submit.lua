@@ -2,7 +2,7 @@
 -- `submitting` by a submitter that died (its lease ran out) is taken over the same way, with a new attempt.
 -- KEYS[1] task hash, KEYS[2] batch hash, KEYS[3] batch events stream
 -- ARGV[1] now (ms), ARGV[2] lease (ms)
--- Returns {'ok', attempt, model, spec, chain_first_frame} or {'skip', current status} (or {'skip', 'missing'}).
+-- Returns {'ok', attempt, model, spec, chain_first_frame, tenant_id} or {'skip', current status} (or {'skip', 'missing'}).
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return { 'skip', 'missing' }
@@ -16,7 +16,8 @@ if redis.call('HGET', KEYS[2], 'status') == 'cancelling' then
   return { 'skip', 'cancelling' }
 end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'submitting', 'lease_until', now + tonumber(ARGV[2]), 'updated_at', now)
+redis.call('HSET', KEYS[1], 'status', 'submitting', 'lease_until', now + tonumber(ARGV[2]), 'updated_at', now,
+  'claimed_at', now)
 if status == 'queued' then
   redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
   redis.call('HINCRBY', KEYS[2], 'n_running', 1)
@@ -26,5 +27,5 @@ if redis.call('HGET', KEYS[2], 'status') == 'queued' then
   redis.call('HSET', KEYS[2], 'status', 'in_progress')
   emit_batch(KEYS[3], KEYS[2])
 end
-local t = redis.call('HMGET', KEYS[1], 'model', 'spec', 'chain_first_frame')
-return { 'ok', attempt, t[1], t[2], t[3] or '' }
+local t = redis.call('HMGET', KEYS[1], 'model', 'spec', 'chain_first_frame', 'tenant_id')
+return { 'ok', attempt, t[1], t[2], t[3] or '', t[4] or '' }

@@ -41,7 +41,7 @@ else
 end
 emit_task(KEYS[5], KEYS[1])
 
-local b = redis.call('HMGET', KEYS[2], 'mode', 'total', 'id', 'status')
+local b = redis.call('HMGET', KEYS[2], 'mode', 'total', 'id', 'status', 'traceparent')
 if b[1] == 'chain' then
   local total = tonumber(b[2])
   local suffix = string.match(t[3], '^tsk_(.+)_%d+$')
@@ -55,7 +55,7 @@ if b[1] == 'chain' then
         if ARGV[5] ~= '' then
           redis.call('HSET', next_key, 'chain_first_frame', ARGV[5])
         end
-        redis.call('XADD', KEYS[4], '*', 'v', '1', 'type', 'submit_task', 'task_id', next_id, 'batch_id', b[3])
+        xadd_message(KEYS[4], { 'v', '1', 'type', 'submit_task', 'task_id', next_id, 'batch_id', b[3] }, b[5])
       end
     end
   else
@@ -79,7 +79,7 @@ if c.succeeded + c.failed + c.cancelled >= c.total then
   if b[4] ~= 'cancelling' then
     redis.call('HSET', KEYS[2], 'status', 'settling')
   end
-  redis.call('XADD', KEYS[6], '*', 'v', '1', 'type', 'settle_batch', 'batch_id', b[3])
+  xadd_message(KEYS[6], { 'v', '1', 'type', 'settle_batch', 'batch_id', b[3] }, b[5])
 end
 emit_batch(KEYS[5], KEYS[2])
 return 1

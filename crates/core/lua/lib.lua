@@ -25,6 +25,15 @@ local function emit_task(events_key, task_key)
   })
 end
 
+-- Appends a message (a flat list of fields) to a stream, with the `traceparent` of its batch when there is one.
+local function xadd_message(stream, fields, traceparent)
+  if traceparent and traceparent ~= '' then
+    fields[#fields + 1] = 'traceparent'
+    fields[#fields + 1] = traceparent
+  end
+  redis.call('XADD', stream, '*', unpack(fields))
+end
+
 local function is_terminal(status)
   return status == 'succeeded' or status == 'failed' or status == 'cancelled'
 end

@@ -61,6 +61,7 @@ pub struct Config {
     pub sim: SimSection,
     pub prices: Prices,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -297,6 +298,17 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// Metrics pull and sampling; trace and metric export are configured by the standard `OTEL_*` variables.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TelemetryConfig {
+    /// Where a worker (submitter, poller, settlement) serves `GET /metrics`; unset = not served. The gateway
+    /// always serves it on its own port.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often stream, schedule and task-state gauges are read from Redis (ms).
+    pub sample_interval_ms: u64,
+}
+
 impl Config {
     /// Loads defaults, then `file` if given, then `GANTRY__*` variables from the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -353,6 +365,9 @@ impl Config {
         }
         if self.gateway.max_body_bytes < 1024 {
             return invalid("gateway.max_body_bytes", "must be at least 1024");
+        }
+        if self.telemetry.sample_interval_ms < 100 {
+            return invalid("telemetry.sample_interval_ms", "must be at least 100");
         }
         if self.submitter.concurrency == 0 {
             return invalid("submitter.concurrency", "must be at least 1");

@@ -111,7 +111,12 @@ impl Keys {
 
     /// The prefix that, followed by a task id, makes that task's key (used by scripts that walk a batch).
     pub fn task_prefix(&self, batch_id: &str) -> String {
-        format!("{}:task:", self.slot(self.partition_of(batch_id)))
+        self.partition_task_prefix(self.partition_of(batch_id))
+    }
+
+    /// The prefix of the task keys of one partition (the task id is appended).
+    pub fn partition_task_prefix(&self, partition: u32) -> String {
+        format!("{}:task:", self.slot(partition))
     }
 
     pub fn task(&self, batch_id: &str, task_id: &str) -> String {

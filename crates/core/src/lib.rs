@@ -48,6 +48,23 @@ impl Store {
     }
 }
 
+/// Runs `step` now and then every `period` until `shutdown`. Steps never overlap; a slow
+/// step delays the next one rather than piling up.
+pub async fn every<F, Fut>(period: std::time::Duration, shutdown: &tokio_util::sync::CancellationToken, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => step().await,
+        }
+    }
+}
+
 /// Waits for the tasks of `in_flight` to finish, at most `grace`; the rest are aborted (their stream messages
 /// stay pending and are taken over by another process).
 pub async fn drain<T: 'static>(in_flight: &mut tokio::task::JoinSet<T>, grace: std::time::Duration) {

@@ -1,5 +1,6 @@
 //! Stream messages: typed, versioned payloads carried as flat stream fields (`v`, `type`, then the type's own
-//! fields). Lua scripts write the same fields; `proto-docs/streams.md` documents them.
+//! fields). Lua scripts write the same fields; `proto-docs/streams.md` documents them. Every message may carry the
+//! W3C `traceparent` of the request that created its batch, so its processing joins the batch's trace.
 
 use std::collections::HashMap;
 
@@ -12,27 +13,50 @@ pub const VERSION: &str = "1";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// `submit` stream: create this task at the provider.
-    SubmitTask { task_id: String, batch_id: String },
+    SubmitTask {
+        task_id: String,
+        batch_id: String,
+        traceparent: Option<String>,
+    },
     /// `settle` stream: every task of this batch is terminal; settle its credits.
-    SettleBatch { batch_id: String },
+    SettleBatch {
+        batch_id: String,
+        traceparent: Option<String>,
+    },
 }
 
 impl Message {
     /// The stream fields of this message.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
         let mut fields = vec![("v", VERSION.to_owned())];
-        match self {
-            Self::SubmitTask { task_id, batch_id } => {
+        let traceparent = match self {
+            Self::SubmitTask {
+                task_id,
+                batch_id,
+                traceparent,
+            } => {
                 fields.push(("type", "submit_task".into()));
                 fields.push(("task_id", task_id.clone()));
                 fields.push(("batch_id", batch_id.clone()));
+                traceparent
             }
-            Self::SettleBatch { batch_id } => {
+            Self::SettleBatch { batch_id, traceparent } => {
                 fields.push(("type", "settle_batch".into()));
                 fields.push(("batch_id", batch_id.clone()));
+                traceparent
             }
+        };
+        if let Some(traceparent) = traceparent {
+            fields.push(("traceparent", traceparent.clone()));
         }
         fields
+    }
+
+    /// The `traceparent` the message carries, if any.
+    pub fn traceparent(&self) -> Option<&str> {
+        match self {
+            Self::SubmitTask { traceparent, .. } | Self::SettleBatch { traceparent, .. } => traceparent.as_deref(),
+        }
     }
 
     /// Parses the fields of a stream entry; the error says what is wrong.
@@ -50,13 +74,16 @@ impl Message {
         if version != VERSION {
             return Err(format!("unsupported message version {version}"));
         }
+        let traceparent = get("traceparent").ok().filter(|t| !t.is_empty());
         match get("type")?.as_str() {
             "submit_task" => Ok(Self::SubmitTask {
                 task_id: get("task_id")?,
                 batch_id: get("batch_id")?,
+                traceparent,
             }),
             "settle_batch" => Ok(Self::SettleBatch {
                 batch_id: get("batch_id")?,
+                traceparent,
             }),
             other => Err(format!("unknown message type {other}")),
         }
@@ -73,9 +100,16 @@ mod tests {
             Message::SubmitTask {
                 task_id: "tsk_a_1".into(),
                 batch_id: "bat_a".into(),
+                traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            },
+            Message::SubmitTask {
+                task_id: "tsk_a_1".into(),
+                batch_id: "bat_a".into(),
+                traceparent: None,
             },
             Message::SettleBatch {
                 batch_id: "bat_a".into(),
+                traceparent: None,
             },
         ] {
             let map = message

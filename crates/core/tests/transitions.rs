@@ -39,9 +39,9 @@ async fn batch_of(store: &Store, tenant: &str, mode: &str, n: usize) -> String {
         store.reserve(tenant, &id, batch.cost(), 1).await.unwrap(),
         Reservation::Reserved { .. }
     ));
-    assert!(store.create_batch(tenant, &id, &batch, 1).await.unwrap());
+    assert!(store.create_batch(tenant, &id, &batch, 1, None).await.unwrap());
     assert!(
-        !store.create_batch(tenant, &id, &batch, 1).await.unwrap(),
+        !store.create_batch(tenant, &id, &batch, 1, None).await.unwrap(),
         "creating twice is a no-op"
     );
     id

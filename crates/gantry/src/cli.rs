@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gantry_core::{Config, Store};
+use gantry_telemetry::{
+    metrics::{announce, Role},
+    LogFormat,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +22,9 @@ pub struct Cli {
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long, global = true)]
     pub print_config: bool,
+    /// Log lines as `json` or `pretty` (overrides `log.format`); the level comes from `RUST_LOG`.
+    #[arg(long, global = true, value_parser = ["json", "pretty"])]
+    pub log_format: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -108,17 +115,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", config.to_redacted_toml());
         return Ok(());
     }
-    crate::telemetry::init(config.log.format);
-    match cli.command {
+    let format = match cli.log_format.as_deref() {
+        Some("json") => LogFormat::Json,
+        Some(_) => LogFormat::Pretty,
+        None => match config.log.format {
+            gantry_core::config::LogFormat::Json => LogFormat::Json,
+            gantry_core::config::LogFormat::Pretty => LogFormat::Pretty,
+        },
+    };
+    let telemetry = gantry_telemetry::init(cli.command.service_name(), format);
+    let result = run_command(config, cli.command).await;
+    // Flush the last spans and metrics (a blocking call: keep it off the runtime's workers).
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result
+}
+
+impl Command {
+    /// The `service.name` of a process running this command.
+    fn service_name(&self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Submitter => "submitter",
+            Self::Poller => "poller",
+            Self::Settlement => "settlement",
+            Self::Sim => "sim",
+            Self::Dev => "gantry-dev",
+            Self::Demo => "gantry-demo",
+            Self::Admin { .. } => "gantry-admin",
+        }
+    }
+}
+
+async fn run_command(config: Config, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Gateway => {
+            announce(Role::Gateway);
             let listener = TcpListener::bind(config.gateway.listen)
                 .await
                 .with_context(|| format!("binding gateway.listen = {}", config.gateway.listen))?;
             gantry_gateway::run(&config, listener, shutdown_signal()).await
         }
-        Command::Submitter => gantry_submitter::run(&config, shutdown_signal()).await,
-        Command::Poller => gantry_poller::run(&config, shutdown_signal()).await,
-        Command::Settlement => gantry_settlement::run(&config, shutdown_signal()).await,
+        Command::Submitter => {
+            announce(Role::Submitter);
+            let shutdown = shutdown_signal();
+            serve_metrics(&config, &shutdown).await?;
+            gantry_submitter::run(&config, shutdown).await
+        }
+        Command::Poller => {
+            announce(Role::Poller);
+            let shutdown = shutdown_signal();
+            serve_metrics(&config, &shutdown).await?;
+            gantry_poller::run(&config, shutdown).await
+        }
+        Command::Settlement => {
+            announce(Role::Settlement);
+            let shutdown = shutdown_signal();
+            serve_metrics(&config, &shutdown).await?;
+            gantry_settlement::run(&config, shutdown).await
+        }
         Command::Sim => run_sim(&config).await,
         Command::Dev => {
             let stack = crate::dev::DevStack::start(config).await?;
@@ -135,6 +189,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Admin { command } => admin(&config, command).await,
     }
+}
+
+/// Serves `GET /metrics` on `telemetry.metrics_listen`, when it is set, until `shutdown`.
+async fn serve_metrics(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let Some(addr) = config.telemetry.metrics_listen else {
+        return Ok(());
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding telemetry.metrics_listen = {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+    tokio::spawn(gantry_telemetry::serve_metrics(listener, shutdown.clone()));
+    Ok(())
 }
 
 async fn run_sim(config: &Config) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use gantry_core::{config::Secret, Config};
 use gantry_sim::{SimConfig, SimHandle};
+use gantry_telemetry::metrics::{announce, Role};
 use gantry_testkit::RedisServer;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +62,9 @@ impl DevStack {
             .with_context(|| format!("binding the gateway to {}", config.gateway.listen))?;
         let gateway_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
+        for role in [Role::Gateway, Role::Submitter, Role::Poller, Role::Settlement] {
+            announce(role);
+        }
         let mut services = JoinSet::new();
         let (c, s) = (config.clone(), shutdown.clone());
         services.spawn(async move { ("gateway", gantry_gateway::run(&c, listener, s).await) });

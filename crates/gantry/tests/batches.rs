@@ -179,6 +179,7 @@ async fn a_settle_message_delivered_twice_settles_once() {
     let mut conn = app.redis().await;
     let fields = gantry_core::messages::Message::SettleBatch {
         batch_id: batch_id.clone(),
+        traceparent: None,
     }
     .to_fields();
     // Deliver the settle message again (twice more), as a crashed-and-retried producer or a redelivery would.

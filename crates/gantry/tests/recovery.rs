@@ -24,7 +24,7 @@ async fn write_batch(store: &Store, tenant: &str, body: serde_json::Value) -> St
     let batch = validate_batch(&body, &Limits { max_tasks: 10 }, &prices).unwrap();
     let batch_id = gantry_core::ids::new_batch_id();
     store.reserve(tenant, &batch_id, batch.cost(), 1).await.unwrap();
-    store.create_batch(tenant, &batch_id, &batch, 1).await.unwrap();
+    store.create_batch(tenant, &batch_id, &batch, 1, None).await.unwrap();
     batch_id
 }
 
@@ -164,6 +164,7 @@ async fn every_message_type_delivered_twice_changes_nothing() {
         let message = Message::SubmitTask {
             task_id: gantry_core::ids::task_id(&batch_id, index),
             batch_id: batch_id.clone(),
+            traceparent: None,
         };
         let _: String = conn
             .xadd(keys.submit_stream(p), "*", &message.to_fields())
@@ -172,6 +173,7 @@ async fn every_message_type_delivered_twice_changes_nothing() {
     }
     let settle = Message::SettleBatch {
         batch_id: batch_id.clone(),
+        traceparent: None,
     };
     let _: String = conn
         .xadd(keys.settle_stream(p), "*", &settle.to_fields())

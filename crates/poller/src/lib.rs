@@ -11,10 +11,14 @@ use gantry_core::{
     providers::Providers,
     retry::{self, Decision},
     schedule::next_poll_delay,
-    store::{Outcome, PollTarget},
+    store::{Outcome, PollTarget, ScheduleKind},
     Config, Store,
 };
 use gantry_provider::{ProviderError, RemoteStatus};
+use gantry_telemetry::{
+    context,
+    metrics::{record_in_flight_limits, record_schedule},
+};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -33,6 +37,11 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     let mut in_flight = JoinSet::new();
     let mut offset = 0;
     tracing::info!("poller started");
+    record_in_flight_limits(&[
+        ("grsai", config.provider.limits.grsai.max_in_flight),
+        ("seedance", config.provider.limits.seedance.max_in_flight),
+    ]);
+    let sampler = tokio::spawn(sample(poller.store.clone(), config.clone(), shutdown.clone()));
     while !shutdown.is_cancelled() {
         while in_flight.try_join_next().is_some() {}
         let free = permits.available_permits();
@@ -66,8 +75,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
                 .context("semaphore closed")?;
             let poller = poller.clone();
             in_flight.spawn(async move {
-                let span = tracing::info_span!("poll", task.id = %task_id);
-                if let Err(e) = poller.poll(&task_id).instrument(span).await {
+                if let Err(e) = poller.poll(&task_id).await {
                     // The claim lease expires and the task is polled again.
                     tracing::error!(task.id = %task_id, error = %e, "poll failed");
                 }
@@ -76,8 +84,21 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         }
     }
     gantry_core::drain(&mut in_flight, Duration::from_millis(config.shutdown.grace_ms)).await;
+    let _ = sampler.await;
     tracing::info!("poller stopped");
     Ok(())
+}
+
+/// Every `telemetry.sample_interval_ms`, the size of the poll schedules and how much of them is due.
+async fn sample(store: Store, config: Config, shutdown: CancellationToken) {
+    let period = Duration::from_millis(config.telemetry.sample_interval_ms);
+    gantry_core::every(period, &shutdown, || async {
+        match store.schedule_stats(ScheduleKind::Polls, now_ms()).await {
+            Ok((size, due)) => record_schedule(ScheduleKind::Polls.as_str(), size, due),
+            Err(e) => tracing::debug!(error = %e, "sampling the poll schedule failed"),
+        }
+    })
+    .await;
 }
 
 async fn wait(shutdown: &CancellationToken, pause: Duration) {
@@ -129,6 +150,22 @@ impl Poller {
             self.store.unschedule_poll(task_id).await?;
             return Ok(());
         }
+        // One short span per poll, a child of the request that created the batch.
+        let span = tracing::info_span!(
+            "poll",
+            task.id = %task_id,
+            batch.id = %target.batch_id,
+            tenant.id = %target.tenant_id,
+            model = %target.model,
+            provider = %target.provider,
+            attempt = target.attempt,
+            poll = target.polls + 1,
+        );
+        context::set_parent(&span, target.traceparent.as_deref());
+        self.poll_running(task_id, &target).instrument(span).await
+    }
+
+    async fn poll_running(&self, task_id: &str, target: &PollTarget) -> anyhow::Result<()> {
         let now = now_ms();
         let elapsed = now.saturating_sub(target.submitted_at);
         let provider = self

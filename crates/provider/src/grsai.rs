@@ -68,7 +68,7 @@ impl Provider for GrsaiClient {
             polling = request.webhook_url.is_none(),
             "creating grsai task"
         );
-        let result = match self.api.post(body.path(), &body).await {
+        let result = match self.api.post("create", body.path(), &body).await {
             Ok(answer) => classify::created_id(&answer),
             Err(error) => Err(error),
         };
@@ -83,7 +83,7 @@ impl Provider for GrsaiClient {
     async fn status(&self, remote_id: &str) -> Result<RemoteStatus> {
         let result = match self
             .api
-            .post("/v1/draw/result", &StatusBody { id: remote_id })
+            .post("status", "/v1/draw/result", &StatusBody { id: remote_id })
             .await
         {
             Ok(answer) => classify::remote_status(&answer),

@@ -1,7 +1,10 @@
 //! The HTTP plumbing every client shares: a checked base URL, the bearer key, one call with a whole-call timeout,
 //! and the classification of what went wrong. The API key never reaches a log or an error message.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use gantry_telemetry::{context, metrics};
+use gantry_telemetry::KeyValue;
 
 use reqwest::{
     header::{CONTENT_TYPE, RETRY_AFTER},
@@ -9,6 +12,7 @@ use reqwest::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::{classify, ProviderError, Result};
 
@@ -18,6 +22,9 @@ pub(crate) struct HttpApi {
     provider: &'static str,
     http: reqwest::Client,
     base_url: String,
+    /// Host and port of the base URL (`server.address`, `server.port`).
+    host: String,
+    port: u16,
     api_key: SecretString,
 }
 
@@ -50,10 +57,14 @@ impl HttpApi {
             .timeout(timeout)
             .build()
             .map_err(|error| invalid(format!("http client: {error}")))?;
+        let host = parsed.host_str().unwrap_or_default().to_owned();
+        let port = parsed.port_or_known_default().unwrap_or(0);
         Ok(Self {
             provider,
             http,
             base_url,
+            host,
+            port,
             api_key,
         })
     }
@@ -65,78 +76,188 @@ impl HttpApi {
     }
 
     /// Sends `method path` (with `body` as JSON, if any) and returns the body of a 2xx answer; other answers become
-    /// classified errors.
-    async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>> {
+    /// classified errors. `operation` (`create`, `status`, `cancel`) names the call in its span and metrics: an
+    /// OpenTelemetry HTTP client span, `http.client.request.duration` and `gantry.provider.in_flight`.
+    async fn call(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
         let url = format!("{}{path}", self.base_url);
+        let span = tracing::info_span!(
+            "provider request",
+            otel.name = %method,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            http.response.status_code = tracing::field::Empty,
+            error.r#type = tracing::field::Empty,
+            server.address = %self.host,
+            server.port = self.port,
+            url.full = %url,
+            provider = self.provider,
+            gantry.provider.operation = operation,
+        );
+        let started = Instant::now();
+        let in_flight = InFlight::start(self.provider);
+        let answer = self.send(method.clone(), &url, body).instrument(span.clone()).await;
+        drop(in_flight);
+        let status = match &answer {
+            Ok((status, _, _)) => Some(*status),
+            Err(_) => None,
+        };
+        let error_type = match (&answer, status) {
+            (Err(e), _) => Some(e.kind()),
+            (_, Some(code)) if code >= 400 => Some(code.to_string()),
+            _ => None,
+        };
+        if let Some(code) = status {
+            span.record("http.response.status_code", code);
+        }
+        if let Some(error_type) = &error_type {
+            span.record("error.type", error_type.as_str());
+            span.record("otel.status_code", "ERROR");
+        }
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("server.address", self.host.clone()),
+            KeyValue::new("gantry.provider", self.provider),
+            KeyValue::new("gantry.provider.operation", operation),
+            KeyValue::new("gantry.status_class", metrics::status_class(status)),
+        ];
+        if let Some(code) = status {
+            attributes.push(KeyValue::new("http.response.status_code", i64::from(code)));
+        }
+        if let Some(error_type) = error_type {
+            attributes.push(KeyValue::new("error.type", error_type));
+        }
+        metrics::metrics()
+            .http_client_duration
+            .record(metrics::seconds(started.elapsed()), &attributes);
+
+        let (status, retry_after, bytes) = answer.map_err(Transport::into_error)?;
+        span.in_scope(|| {
+            tracing::debug!(provider = self.provider, http.status = status, body.len = bytes.len(), "provider answered")
+        });
+        if (200..300).contains(&status) {
+            Ok(bytes)
+        } else {
+            Err(classify::http_error(status, retry_after.as_deref(), &bytes))
+        }
+    }
+
+    /// One request and its whole answer: status, `Retry-After`, body. The current span's trace context goes
+    /// along in `traceparent`.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Option<String>, Vec<u8>), Transport> {
         let mut request = self
             .http
-            .request(method, &url)
+            .request(method, url)
             .bearer_auth(self.api_key.expose_secret());
+        if let Some(traceparent) = context::traceparent(&tracing::Span::current()) {
+            request = request.header("traceparent", traceparent);
+        }
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
-        let response = request.send().await.map_err(transport_error)?;
-        let status = response.status();
+        let response = request.send().await.map_err(Transport)?;
+        let status = response.status().as_u16();
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
-        let bytes = response.bytes().await.map_err(transport_error)?;
-        tracing::debug!(
-            provider = self.provider,
-            http.status = status.as_u16(),
-            body.len = bytes.len(),
-            "provider answered"
-        );
-        if status.is_success() {
-            Ok(bytes.to_vec())
-        } else {
-            Err(classify::http_error(
-                status.as_u16(),
-                retry_after.as_deref(),
-                &bytes,
-            ))
-        }
+        let bytes = response.bytes().await.map_err(Transport)?;
+        Ok((status, retry_after, bytes.to_vec()))
     }
 
     /// `POST path` with `body` as JSON.
-    pub(crate) async fn post(&self, path: &str, body: &(impl Serialize + Sync)) -> Result<Vec<u8>> {
+    pub(crate) async fn post(
+        &self,
+        operation: &'static str,
+        path: &str,
+        body: &(impl Serialize + Sync),
+    ) -> Result<Vec<u8>> {
         let body = serde_json::to_vec(body).map_err(|error| ProviderError::Rejected {
             status: 0,
             message: format!("{} request body: {error}", self.provider),
         })?;
-        self.call(Method::POST, path, Some(body)).await
+        self.call(operation, Method::POST, path, Some(body)).await
     }
 
     /// `GET path`.
-    pub(crate) async fn get(&self, path: &str) -> Result<Vec<u8>> {
-        self.call(Method::GET, path, None).await
+    pub(crate) async fn get(&self, operation: &'static str, path: &str) -> Result<Vec<u8>> {
+        self.call(operation, Method::GET, path, None).await
     }
 
     /// `DELETE path`.
-    pub(crate) async fn delete(&self, path: &str) -> Result<Vec<u8>> {
-        self.call(Method::DELETE, path, None).await
+    pub(crate) async fn delete(&self, operation: &'static str, path: &str) -> Result<Vec<u8>> {
+        self.call(operation, Method::DELETE, path, None).await
     }
 }
 
-/// A failure to send the request or read the answer (timeout, refused connection, reset, bad TLS): transient.
-fn transport_error(error: reqwest::Error) -> ProviderError {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else {
-        "transport error"
-    };
-    let mut message = format!("{kind}: {error}");
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
+/// A failure to send the request or read the answer (timeout, refused connection, reset, bad TLS).
+#[derive(Debug)]
+struct Transport(reqwest::Error);
+
+impl Transport {
+    /// The `error.type` of the failure.
+    fn kind(&self) -> String {
+        if self.0.is_timeout() {
+            "timeout"
+        } else if self.0.is_connect() {
+            "connect"
+        } else {
+            "transport"
+        }
+        .to_owned()
     }
-    ProviderError::Transient(message)
+
+    /// Transient: worth another try.
+    fn into_error(self) -> ProviderError {
+        let error = self.0;
+        let kind = if error.is_timeout() {
+            "timed out"
+        } else if error.is_connect() {
+            "connection failed"
+        } else {
+            "transport error"
+        };
+        let mut message = format!("{kind}: {error}");
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        ProviderError::Transient(message)
+    }
+}
+
+/// Counts a request in `gantry.provider.in_flight` while it lives.
+struct InFlight(&'static str);
+
+impl InFlight {
+    fn start(provider: &'static str) -> Self {
+        metrics::metrics()
+            .provider_in_flight
+            .add(1, &[KeyValue::new("gantry.provider", provider)]);
+        Self(provider)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::metrics()
+            .provider_in_flight
+            .add(-1, &[KeyValue::new("gantry.provider", self.0)]);
+    }
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ impl Provider for SeedanceClient {
         }
         let body = CreateBody::new(&self.model, request);
         tracing::debug!(polling = request.webhook_url.is_none(), "creating seedance task");
-        let result = match self.api.post(TASKS, &body).await {
+        let result = match self.api.post("create", TASKS, &body).await {
             Ok(answer) => classify::created_id(&answer),
             Err(error) => Err(error),
         };
@@ -94,7 +94,7 @@ impl Provider for SeedanceClient {
 
     #[instrument(skip_all, fields(provider = "seedance", remote.id = %remote_id))]
     async fn status(&self, remote_id: &str) -> Result<RemoteStatus> {
-        let result = match self.api.get(&Self::task_path(remote_id)).await {
+        let result = match self.api.get("status", &Self::task_path(remote_id)).await {
             Ok(answer) => classify::remote_status(&answer),
             Err(error) => Err(error),
         };
@@ -108,7 +108,7 @@ impl Provider for SeedanceClient {
     /// Cancels a queued task (BytePlus refuses to stop a running one; the simulator accepts both).
     #[instrument(skip_all, fields(provider = "seedance", remote.id = %remote_id))]
     async fn cancel(&self, remote_id: &str) -> Result<bool> {
-        let result = self.api.delete(&Self::task_path(remote_id)).await;
+        let result = self.api.delete("cancel", &Self::task_path(remote_id)).await;
         match &result {
             Ok(_) => tracing::debug!("seedance task cancelled"),
             Err(error) => tracing::debug!(%error, "seedance cancel failed"),

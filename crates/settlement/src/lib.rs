@@ -9,8 +9,13 @@ use gantry_core::{
     consumer::{self, Consumer, ConsumerOptions, Delivery},
     messages::Message,
     model::now_ms,
-    store::Settlement,
+    store::{BatchFigures, Settlement, StreamKind, TASK_STATES},
     Config, Store,
+};
+use gantry_telemetry::{
+    context,
+    metrics::{metrics, record_stream, seconds_between},
+    KeyValue,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -34,6 +39,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         .context("joining the settle streams")?;
     tracing::info!(consumer = consumer.name(), "settlement started");
     let sweeper = tokio::spawn(sweep(store.clone(), config.clone(), shutdown.clone()));
+    let sampler = tokio::spawn(sample(store.clone(), config.clone(), shutdown.clone()));
     while !shutdown.is_cancelled() {
         let Some(deliveries) = consumer.next_until(&shutdown).await else {
             break;
@@ -44,39 +50,55 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     }
     consumer.leave().await;
     let _ = sweeper.await;
+    let _ = sampler.await;
     tracing::info!("settlement stopped");
     Ok(())
 }
 
-/// Every `sweeper.interval_ms`, finishes what a crash could have stranded (see `Store::sweep`).
+/// Every `sweeper.interval_ms`, finishes what a crash could have stranded (see `Store::sweep`); what the sweep
+/// counted on the way feeds the task-state, open-batch and reserved-credit gauges.
 async fn sweep(store: Store, config: Config, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_millis(config.sweeper.interval_ms));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
+    let period = Duration::from_millis(config.sweeper.interval_ms);
+    gantry_core::every(period, &shutdown, || async {
         match store.sweep(now_ms(), config.sweeper.reservation_grace_ms).await {
-            Ok(report)
-                if report.settlements_resent
-                    + report.submits_resent
-                    + report.reservations_released
-                    + report.cancels_finished
-                    > 0 =>
-            {
-                tracing::warn!(?report, "sweeper finished stranded work");
+            Ok(report) => {
+                if report.repaired() {
+                    tracing::warn!(?report, "sweeper finished stranded work");
+                }
+                let m = metrics();
+                for (state, count) in TASK_STATES.iter().zip(report.task_states) {
+                    m.tasks.record(count, &[KeyValue::new("gantry.task.state", *state)]);
+                }
+                m.batches_open.record(report.open_batches as u64, &[]);
+                m.credits_reserved.record(report.credits_reserved, &[]);
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweep failed; trying again later"),
         }
-    }
+    })
+    .await;
+}
+
+/// Every `telemetry.sample_interval_ms`, the backlog of the settle streams and the size of the dead letters.
+async fn sample(store: Store, config: Config, shutdown: CancellationToken) {
+    let period = Duration::from_millis(config.telemetry.sample_interval_ms);
+    gantry_core::every(period, &shutdown, || async {
+        for kind in [StreamKind::Settle, StreamKind::Dead] {
+            match store.stream_stats(kind, GROUP).await {
+                Ok(s) => record_stream(kind.as_str(), GROUP, s.length, s.lag, s.pending),
+                Err(e) => tracing::debug!(error = %e, "sampling the streams failed"),
+            }
+        }
+    })
+    .await;
 }
 
 async fn handle(store: &Store, config: &Config, delivery: &Delivery) {
     if let Some(reason) = consumer::poison(delivery, config.streams.max_deliveries) {
         // The batch stays `settling`; the sweeper sends it to settlement again.
         tracing::error!(id = %delivery.id, reason, "settle message moved to the dead letters");
+        metrics()
+            .dead_letters
+            .add(1, &[KeyValue::new("messaging.consumer.group.name", GROUP)]);
         if let Err(e) = store
             .dead_letter(GROUP, delivery, &reason, config.streams.dead_letter_maxlen)
             .await
@@ -86,9 +108,16 @@ async fn handle(store: &Store, config: &Config, delivery: &Delivery) {
         return;
     }
     let done = match &delivery.message {
-        Ok(Message::SettleBatch { batch_id }) => {
-            settle(store, batch_id)
-                .instrument(tracing::info_span!("settle", batch.id = %batch_id))
+        Ok(Message::SettleBatch { batch_id, traceparent }) => {
+            let span = tracing::info_span!(
+                "settle",
+                batch.id = %batch_id,
+                tenant.id = tracing::field::Empty,
+                messaging.message.id = %delivery.id,
+            );
+            context::set_parent(&span, traceparent.as_deref());
+            settle(store, batch_id, delivery_ms(&delivery.id))
+                .instrument(span)
                 .await
         }
         Ok(other) => {
@@ -107,11 +136,18 @@ async fn handle(store: &Store, config: &Config, delivery: &Delivery) {
     }
 }
 
-async fn settle(store: &Store, batch_id: &str) -> anyhow::Result<()> {
+/// When a stream entry was added (ms), from its id (`<ms>-<seq>`).
+fn delivery_ms(id: &str) -> u64 {
+    id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(0)
+}
+
+/// Settles one batch. `ready_at` is when its last task became terminal (the settle message's time, in ms).
+async fn settle(store: &Store, batch_id: &str, ready_at: u64) -> anyhow::Result<()> {
     let Some((tenant_id, status, cost, succeeded_cost)) = store.settlement_input(batch_id).await? else {
         tracing::error!("settle message for a batch that does not exist");
         return Ok(());
     };
+    tracing::Span::current().record("tenant.id", tenant_id.as_str());
     if status != "settling" && status != "cancelling" {
         tracing::debug!(status, "batch is not settling; duplicate message ignored");
         return Ok(());
@@ -119,6 +155,8 @@ async fn settle(store: &Store, batch_id: &str) -> anyhow::Result<()> {
     let (charged, refunded) = match store.settle(&tenant_id, batch_id, succeeded_cost).await? {
         Settlement::Settled { charged, refunded } => {
             tracing::info!(tenant.id = %tenant_id, charged, refunded, "batch settled");
+            metrics().credits_charged.add(charged, &[]);
+            metrics().credits_refunded.add(refunded, &[]);
             (charged, refunded)
         }
         Settlement::AlreadySettled { charged, refunded } => (charged, refunded),
@@ -127,8 +165,45 @@ async fn settle(store: &Store, batch_id: &str) -> anyhow::Result<()> {
             (0, 0)
         }
     };
-    store
-        .settle_finalize(batch_id, charged, refunded, now_ms())
-        .await?;
+    let now = now_ms();
+    if store.settle_finalize(batch_id, charged, refunded, now).await? {
+        metrics()
+            .settlement_delay
+            .record(seconds_between(ready_at, now), &[]);
+        match store.batch_figures(batch_id).await {
+            Ok(Some(figures)) => record_batch(&figures, now),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "reading the batch's figures failed"),
+        }
+    }
     Ok(())
+}
+
+/// The metrics of a batch that has just been settled: its duration, and each task's outcome, status calls and
+/// time in each state.
+fn record_batch(figures: &BatchFigures, now: u64) {
+    let m = metrics();
+    m.batch_duration.record(
+        seconds_between(figures.created_at, now),
+        &[KeyValue::new("gantry.batch.mode", figures.mode.clone())],
+    );
+    for task in &figures.tasks {
+        let model = KeyValue::new("gantry.model", task.model.clone());
+        m.tasks_finished.add(
+            1,
+            &[KeyValue::new("gantry.task.state", task.status.clone()), model.clone()],
+        );
+        let state = |name: &'static str| [KeyValue::new("gantry.task.state", name), model.clone()];
+        if task.claimed_at > 0 {
+            m.task_state_duration
+                .record(seconds_between(task.created_at, task.claimed_at), &state("queued"));
+        }
+        if task.submitted_at > 0 {
+            m.task_state_duration
+                .record(seconds_between(task.claimed_at, task.submitted_at), &state("submitting"));
+            m.task_state_duration
+                .record(seconds_between(task.submitted_at, task.finished_at), &state("running"));
+            m.task_polls.record(task.polls, &[model.clone()]);
+        }
+    }
 }

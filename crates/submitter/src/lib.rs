@@ -11,10 +11,15 @@ use gantry_core::{
     model::now_ms,
     providers::Providers,
     retry::{self, Decision},
-    store::{Claim, Outcome},
+    store::{Claim, Outcome, ScheduleKind, StreamKind},
     Config, Store,
 };
 use gantry_provider::{CreateRequest, Model, ProviderError};
+use gantry_telemetry::{
+    context,
+    metrics::{metrics, record_in_flight_limits, record_schedule, record_stream},
+    KeyValue,
+};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -39,6 +44,11 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         .await
         .context("joining the submit streams")?;
     tracing::info!(consumer = consumer.name(), "submitter started");
+    record_in_flight_limits(&[
+        ("grsai", config.provider.limits.grsai.max_in_flight),
+        ("seedance", config.provider.limits.seedance.max_in_flight),
+    ]);
+    let sampler = tokio::spawn(sample(store.clone(), config.clone(), shutdown.clone()));
     let worker = Arc::new(Worker {
         store,
         providers,
@@ -74,8 +84,25 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     }
     gantry_core::drain(&mut in_flight, Duration::from_millis(config.shutdown.grace_ms)).await;
     consumer.leave().await;
+    let _ = sampler.await;
     tracing::info!("submitter stopped");
     Ok(())
+}
+
+/// Every `telemetry.sample_interval_ms`, the backlog of the submit streams and of the retry schedule.
+async fn sample(store: Store, config: Config, shutdown: CancellationToken) {
+    let period = Duration::from_millis(config.telemetry.sample_interval_ms);
+    gantry_core::every(period, &shutdown, || async {
+        match store.stream_stats(StreamKind::Submit, GROUP).await {
+            Ok(s) => record_stream(StreamKind::Submit.as_str(), GROUP, s.length, s.lag, s.pending),
+            Err(e) => tracing::debug!(error = %e, "sampling the submit streams failed"),
+        }
+        match store.schedule_stats(ScheduleKind::Retries, now_ms()).await {
+            Ok((size, due)) => record_schedule(ScheduleKind::Retries.as_str(), size, due),
+            Err(e) => tracing::debug!(error = %e, "sampling the retry schedule failed"),
+        }
+    })
+    .await;
 }
 
 struct Worker {
@@ -90,8 +117,22 @@ impl Worker {
             return self.bury(&delivery, &reason).await;
         }
         let done = match &delivery.message {
-            Ok(Message::SubmitTask { task_id, batch_id }) => {
-                let span = tracing::info_span!("submit", task.id = %task_id, batch.id = %batch_id);
+            Ok(Message::SubmitTask {
+                task_id,
+                batch_id,
+                traceparent,
+            }) => {
+                let span = tracing::info_span!(
+                    "submit",
+                    task.id = %task_id,
+                    batch.id = %batch_id,
+                    tenant.id = tracing::field::Empty,
+                    model = tracing::field::Empty,
+                    provider = tracing::field::Empty,
+                    attempt = tracing::field::Empty,
+                    messaging.message.id = %delivery.id,
+                );
+                context::set_parent(&span, traceparent.as_deref());
                 self.submit(task_id).instrument(span).await
             }
             Ok(other) => {
@@ -114,6 +155,9 @@ impl Worker {
     /// A poison message: its task fails (so settlement refunds it), then the message goes to the dead letters.
     async fn bury(&self, delivery: &Delivery, reason: &str) {
         tracing::error!(id = %delivery.id, reason, "submit message moved to the dead letters");
+        metrics()
+            .dead_letters
+            .add(1, &[KeyValue::new("messaging.consumer.group.name", GROUP)]);
         if let Ok(Message::SubmitTask { task_id, .. }) = &delivery.message {
             let outcome = Outcome::Failed {
                 code: "provider_error".into(),
@@ -166,7 +210,14 @@ impl Worker {
                 model,
                 spec,
                 chain_first_frame,
-            } => (attempt, model, spec, chain_first_frame),
+                tenant_id,
+            } => {
+                let span = tracing::Span::current();
+                span.record("tenant.id", tenant_id.as_str());
+                span.record("model", model.as_str());
+                span.record("attempt", attempt);
+                (attempt, model, spec, chain_first_frame)
+            }
             Claim::Skip(status) if status == "submitting" => {
                 // A duplicate: another submitter holds the task under a live lease. If that submitter dies, the
                 // sweeper sends the task again once the lease has run out.
@@ -189,6 +240,7 @@ impl Worker {
             return Ok(());
         };
         let (provider_name, provider) = self.providers.for_model(model);
+        tracing::Span::current().record("provider", provider_name.as_str());
         let webhook_url = match (
             &self.config.provider.callback_base_url,
             &self.config.provider.callback_secret,
@@ -239,7 +291,7 @@ impl Worker {
                 }
                 tracing::info!(remote.id = %remote_id, attempt, provider = provider_name.as_str(), "task created");
             }
-            Err(e) => self.failed_create(task_id, attempt, &e).await?,
+            Err(e) => self.failed_create(task_id, attempt, provider_name.as_str(), &e).await?,
         }
         Ok(())
     }
@@ -272,10 +324,27 @@ impl Worker {
     }
 
     /// A create failed: schedule a retry when the policy allows one, else fail the task.
-    async fn failed_create(&self, task_id: &str, attempt: u32, error: &ProviderError) -> anyhow::Result<()> {
+    async fn failed_create(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        provider: &'static str,
+        error: &ProviderError,
+    ) -> anyhow::Result<()> {
         let now = now_ms();
         match retry::decide(&self.config.retry, error, attempt) {
             Decision::RetryAfter(wait) => {
+                let reason = match error {
+                    ProviderError::RateLimited { .. } => "rate_limited",
+                    _ => "transient",
+                };
+                metrics().task_retries.add(
+                    1,
+                    &[
+                        KeyValue::new("gantry.provider", provider),
+                        KeyValue::new("gantry.retry.reason", reason),
+                    ],
+                );
                 let due = now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
                 tracing::warn!(error = %error, attempt, retry_in_ms = due - now, "provider create failed; retry scheduled");
                 self.store

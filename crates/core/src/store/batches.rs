@@ -20,7 +20,8 @@ pub struct Page<T> {
 }
 
 impl Store {
-    /// Writes a validated batch whose cost is already reserved, and queues the tasks that may start.
+    /// Writes a validated batch whose cost is already reserved, and queues the tasks that may start. The batch,
+    /// its tasks and its messages keep `traceparent` (the creating request's trace context), if given.
     /// Returns false when the batch already existed (nothing changed).
     pub async fn create_batch(
         &self,
@@ -28,7 +29,9 @@ impl Store {
         batch_id: &str,
         batch: &ValidBatch,
         now: u64,
+        traceparent: Option<&str>,
     ) -> Result<bool> {
+        let traceparent = traceparent.unwrap_or_default();
         let total = batch.tasks.len();
         let batch_fields = json!({
             "id": batch_id,
@@ -45,6 +48,7 @@ impl Store {
             "cost_succeeded": "0",
             "metadata": serde_json::to_string(&batch.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             "created_at": now.to_string(),
+            "traceparent": traceparent,
         });
         let tasks: Vec<_> = batch
             .tasks
@@ -65,6 +69,7 @@ impl Store {
                     "attempts": "0",
                     "created_at": now.to_string(),
                     "updated_at": now.to_string(),
+                    "traceparent": traceparent,
                 }))
             })
             .collect::<Result<_>>()?;

@@ -16,6 +16,7 @@ mod dead_letters;
 mod idempotency;
 mod limiter;
 mod scripts;
+mod stats;
 mod sweeper;
 mod tasks;
 mod tenants;
@@ -30,7 +31,8 @@ pub use self::{
     dead_letters::DeadLetter,
     idempotency::{fingerprint, IdempotencyBegin, IdempotencyLease, IdempotentRequest, StoredAnswer},
     limiter::CallOutcome,
-    sweeper::SweepReport,
+    stats::{BatchFigures, ScheduleKind, StreamKind, StreamStats, TaskFigures},
+    sweeper::{SweepReport, TASK_STATES},
     tasks::{Claim, Outcome, PollTarget},
     tenants::{Credits, LedgerEntry, Reservation, Settlement},
 };

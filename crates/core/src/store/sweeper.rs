@@ -25,6 +25,20 @@ pub struct SweepReport {
     pub submits_resent: usize,
     pub reservations_released: usize,
     pub cancels_finished: usize,
+    /// Tasks of the open batches by state, in the order of [`TASK_STATES`].
+    pub task_states: [u64; 6],
+    /// Credits reserved (frozen) for batches not yet settled, all tenants.
+    pub credits_reserved: u64,
+}
+
+/// The task states counted in [`SweepReport::task_states`].
+pub const TASK_STATES: [&str; 6] = ["queued", "submitting", "running", "succeeded", "failed", "cancelled"];
+
+impl SweepReport {
+    /// Whether the sweep repaired anything.
+    pub fn repaired(&self) -> bool {
+        self.settlements_resent + self.submits_resent + self.reservations_released + self.cancels_finished > 0
+    }
 }
 
 /// The creation time (ms) inside a batch id (a UUIDv7: its first 48 bits).
@@ -51,9 +65,10 @@ impl Store {
         let open: Vec<String> = conn.zrange(self.keys.open_batches(p), 0, 999).await?;
         report.open_batches += open.len();
         for batch_id in open {
-            let (status, total): (Option<String>, Option<usize>) = conn
-                .hmget(self.keys.batch(&batch_id), &["status", "total"])
+            let (status, total, traceparent): (Option<String>, Option<usize>, Option<String>) = conn
+                .hmget(self.keys.batch(&batch_id), &["status", "total", "traceparent"])
                 .await?;
+            let traceparent = traceparent.filter(|t| !t.is_empty());
             let Some(status) = status else {
                 let _: () = conn.zrem(self.keys.open_batches(p), &batch_id).await?;
                 continue;
@@ -71,12 +86,18 @@ impl Store {
             } else {
                 pipe.query_async(&mut conn).await?
             };
+            for (task_status, _) in &tasks {
+                if let Some(i) = TASK_STATES.iter().position(|s| Some(*s) == task_status.as_deref()) {
+                    report.task_states[i] += 1;
+                }
+            }
             let all_terminal = tasks
                 .iter()
                 .all(|(s, _)| matches!(s.as_deref(), Some("succeeded" | "failed" | "cancelled")));
             if status == "settling" || (status == "cancelling" && all_terminal) {
                 let message = Message::SettleBatch {
                     batch_id: batch_id.clone(),
+                    traceparent: traceparent.clone(),
                 };
                 let _: String = conn
                     .xadd(self.keys.settle_stream(p), "*", &message.to_fields())
@@ -105,6 +126,7 @@ impl Store {
                     let message = Message::SubmitTask {
                         task_id: ids::task_id(&batch_id, i),
                         batch_id: batch_id.clone(),
+                        traceparent: traceparent.clone(),
                     };
                     let _: String = conn
                         .xadd(self.keys.submit_stream(p), "*", &message.to_fields())
@@ -125,6 +147,7 @@ impl Store {
     ) -> Result<()> {
         let reservations: HashMap<String, u64> =
             self.connection().hgetall(self.keys.reservations(tenant)).await?;
+        report.credits_reserved += reservations.values().sum::<u64>();
         for batch_id in reservations.keys() {
             let old_enough = batch_created_ms(batch_id).is_some_and(|created| created + grace_ms < now);
             if !old_enough || self.batch(batch_id).await?.is_some() {

@@ -15,6 +15,7 @@ pub enum Claim {
         spec: TaskSpec,
         /// The previous shot's last frame (chain mode), to use as this shot's first frame.
         chain_first_frame: Option<String>,
+        tenant_id: String,
     },
     /// Nothing to do: the task is in this state (or `missing`).
     Skip(String),
@@ -53,6 +54,9 @@ pub struct PollTarget {
     pub poll_errors: u32,
     /// When the provider accepted the task (ms).
     pub submitted_at: u64,
+    /// The W3C trace context of the request that created the batch.
+    pub traceparent: Option<String>,
+    pub tenant_id: String,
 }
 
 fn batch_of(task_id: &str) -> Result<String> {
@@ -95,6 +99,7 @@ impl Store {
             model: text(2),
             spec,
             chain_first_frame: (!frame.is_empty()).then_some(frame),
+            tenant_id: text(5),
         })
     }
 
@@ -222,6 +227,7 @@ impl Store {
                 .key(self.keys.submit_stream(p))
                 .arg(now)
                 .arg(max)
+                .arg(self.keys.partition_task_prefix(p))
                 .invoke_async(&mut self.connection())
                 .await?;
             moved += n;
@@ -276,6 +282,8 @@ impl Store {
                     "polls",
                     "poll_errors",
                     "submitted_at",
+                    "traceparent",
+                    "tenant_id",
                 ],
             )
             .await?;
@@ -294,6 +302,8 @@ impl Store {
                 polls: small(6),
                 poll_errors: small(7),
                 submitted_at: num(8),
+                traceparent: text(9).filter(|t| !t.is_empty()),
+                tenant_id: text(10).unwrap_or_default(),
             }),
             _ => None,
         })

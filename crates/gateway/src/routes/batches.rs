@@ -14,6 +14,8 @@ use gantry_core::{
     validate::{validate_batch, Limits},
 };
 
+use gantry_telemetry::{context, metrics::metrics};
+
 use super::{list_object, PageQuery};
 use crate::{
     auth::Tenant,
@@ -90,7 +92,15 @@ async fn accept(
             )));
         }
     }
-    state.store.create_batch(tenant, &batch_id, &batch, now).await?;
+    // The batch's trace: its tasks' submits, polls, callbacks and settlement are children of this request.
+    let traceparent = context::traceparent(&tracing::Span::current());
+    let created = state
+        .store
+        .create_batch(tenant, &batch_id, &batch, now, traceparent.as_deref())
+        .await?;
+    if created {
+        metrics().credits_frozen.add(cost, &[]);
+    }
     let view = state
         .store
         .batch(&batch_id)

@@ -13,6 +13,7 @@ use axum::{
 };
 use gantry_core::{callback, config::ProviderName, model::now_ms};
 use gantry_provider::RemoteStatus;
+use gantry_telemetry::{context, metrics::metrics, KeyValue};
 use serde::Deserialize;
 use tracing::Instrument;
 
@@ -41,7 +42,10 @@ pub(crate) async fn receive(
         .ok_or(ApiError::NotFound)?;
     let provider = ProviderName::parse(&provider).ok_or(ApiError::NotFound)?;
     let token = query.token.as_deref().unwrap_or_default();
-    let attempt = callback::verify(secret.expose(), &task_id, token).ok_or(ApiError::Unauthorized)?;
+    let Some(attempt) = callback::verify(secret.expose(), &task_id, token) else {
+        count_webhook(provider, "rejected");
+        return Err(ApiError::Unauthorized);
+    };
     let target = state
         .store
         .poll_target(&task_id)
@@ -49,12 +53,30 @@ pub(crate) async fn receive(
         .ok_or(ApiError::NotFound)?;
     if target.attempt != attempt || target.provider != provider.as_str() || target.status != "running" {
         tracing::info!(task.id = %task_id, attempt, "stale or late callback ignored");
+        count_webhook(provider, "ignored");
         return Ok(StatusCode::OK);
     }
     if !worth_confirming(provider, &body) {
+        count_webhook(provider, "ignored");
         return Ok(StatusCode::OK);
     }
-    let span = tracing::info_span!("callback", task.id = %task_id, provider = provider.as_str(), attempt);
+    count_webhook(provider, "applied");
+    // The confirmation joins the task's trace (a child of the request that created the batch), linked to the
+    // provider's callback request that prompted it.
+    let span = tracing::info_span!(
+        "callback",
+        task.id = %task_id,
+        batch.id = %target.batch_id,
+        tenant.id = %target.tenant_id,
+        model = %target.model,
+        provider = provider.as_str(),
+        attempt,
+    );
+    if context::set_parent(&span, target.traceparent.as_deref()) {
+        if let Some(request) = context::traceparent(&tracing::Span::current()) {
+            context::add_link(&span, &request);
+        }
+    }
     tokio::spawn(
         async move {
             let answer = state.providers.by_name(provider).status(&target.remote_id).await;
@@ -73,6 +95,18 @@ pub(crate) async fn receive(
         .instrument(span),
     );
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Counts a callback in `gantry.webhooks` by provider and outcome (`applied`: confirmed with the provider;
+/// `ignored`: stale, late or progress only; `rejected`: bad token).
+fn count_webhook(provider: ProviderName, outcome: &'static str) {
+    metrics().webhooks.add(
+        1,
+        &[
+            KeyValue::new("gantry.provider", provider.as_str()),
+            KeyValue::new("gantry.webhook.outcome", outcome),
+        ],
+    );
 }
 
 /// Whether a callback may announce an end: progress-only callbacks are not worth a status call.
