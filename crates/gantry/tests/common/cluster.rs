@@ -94,6 +94,22 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Starts `gantry <role>` with `extra` environment on top of the cluster's, its stderr (the logs) written to
+    /// `log`, and keeps it with the others.
+    pub fn spawn_logged(&mut self, role: &str, extra: &[(&str, String)], log: &std::path::Path) {
+        let file = std::fs::File::create(log).unwrap();
+        let child = self
+            .command(&[role])
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+            .kill_on_drop(true)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        self.roles.push(role.to_owned());
+    }
+
     /// Kills process `i` at once (SIGKILL) and starts its role again.
     pub async fn crash_and_restart(&mut self, i: usize) {
         let _ = self.children[i].kill().await;
