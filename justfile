@@ -12,9 +12,14 @@ demo:
     cargo build -q -p gantry
     RUST_LOG="${RUST_LOG:-warn}" "$CARGO_TARGET_DIR/debug/gantry" demo
 
-# The whole test suite (needs redis-server on PATH; tests start their own on free ports).
+# The whole test suite (needs redis-server and prometheus on PATH; tests start their own on free ports).
 test:
     cargo test --workspace --no-fail-fast
+
+# Observability check: services as processes export one trace per task over OTLP; a real Prometheus scrapes them
+# and evaluates every dashboard and alert query (needs `prometheus` on PATH: apt-get install prometheus).
+observe-check:
+    cargo test -p gantry --test observe -- --nocapture
 
 # Run every service and the simulator in one process (private Redis unless GANTRY__REDIS__URL is set).
 dev:

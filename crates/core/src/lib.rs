@@ -50,8 +50,11 @@ impl Store {
 
 /// Runs `step` now and then every `period` until `shutdown`. Steps never overlap; a slow
 /// step delays the next one rather than piling up.
-pub async fn every<F, Fut>(period: std::time::Duration, shutdown: &tokio_util::sync::CancellationToken, mut step: F)
-where
+pub async fn every<F, Fut>(
+    period: std::time::Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut step: F,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {

@@ -40,7 +40,10 @@ impl Message {
                 fields.push(("batch_id", batch_id.clone()));
                 traceparent
             }
-            Self::SettleBatch { batch_id, traceparent } => {
+            Self::SettleBatch {
+                batch_id,
+                traceparent,
+            } => {
                 fields.push(("type", "settle_batch".into()));
                 fields.push(("batch_id", batch_id.clone()));
                 traceparent
@@ -55,7 +58,9 @@ impl Message {
     /// The `traceparent` the message carries, if any.
     pub fn traceparent(&self) -> Option<&str> {
         match self {
-            Self::SubmitTask { traceparent, .. } | Self::SettleBatch { traceparent, .. } => traceparent.as_deref(),
+            Self::SubmitTask { traceparent, .. } | Self::SettleBatch { traceparent, .. } => {
+                traceparent.as_deref()
+            }
         }
     }
 

@@ -119,13 +119,19 @@ impl Prometheus {
         let dir = TempDir::new("prometheus");
         let jobs: String = targets
             .iter()
-            .map(|(job, target)| format!("  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"))
+            .map(|(job, target)| {
+                format!("  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n")
+            })
             .collect();
-        let config = format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{jobs}");
+        let config =
+            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{jobs}");
         std::fs::write(dir.0.join("prometheus.yml"), config).unwrap();
         let port = free_port().unwrap();
         let child = std::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.0.join("prometheus.yml").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.0.join("prometheus.yml").display()
+            ))
             .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(std::process::Stdio::null())
@@ -215,7 +221,10 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
         ("GANTRY__RETRY__RATE_LIMITED_BASE_MS", "20"),
     ];
     let mut cluster = Cluster::start_on(RedisServer::start().unwrap(), &["sim"], &telemetry);
-    let mut targets = vec![("gateway", cluster.gateway.trim_start_matches("http://").to_owned())];
+    let mut targets = vec![(
+        "gateway",
+        cluster.gateway.trim_start_matches("http://").to_owned(),
+    )];
     cluster.spawn_logged("gateway", &[], &logs.0.join("gateway.log"));
     for role in ["submitter", "poller", "settlement"] {
         let port = free_port().unwrap();
@@ -246,18 +255,33 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
     let batch: Value = response.json().await.unwrap();
     let batch_id = batch["id"].as_str().unwrap().to_owned();
     let batch_url = format!("{}/v1/batches/{batch_id}", cluster.gateway);
-    wait_for("the traced batch to complete", Duration::from_secs(60), || async {
-        let batch: Value = http.get(&batch_url).bearer_auth(&key).send().await?.json().await?;
-        Ok((batch["status"] == "completed").then_some(()))
-    })
+    wait_for(
+        "the traced batch to complete",
+        Duration::from_secs(60),
+        || async {
+            let batch: Value = http
+                .get(&batch_url)
+                .bearer_auth(&key)
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok((batch["status"] == "completed").then_some(()))
+        },
+    )
     .await
     .unwrap();
 
     // More traffic for the dashboards: a batch through 429s and 5xx (retries, error classes), and a bad request.
     cluster
-        .set_faults(&http, json!({"rate_429": 0.3, "retry_after_secs": 0, "rate_5xx": 0.2, "seed": 7}))
+        .set_faults(
+            &http,
+            json!({"rate_429": 0.3, "retry_after_secs": 0, "rate_5xx": 0.2, "seed": 7}),
+        )
         .await;
-    let flaky = (0..4).map(|i| json!({"model": "veo3.1-fast", "prompt": format!("shot {i}"), "aspect_ratio": "16:9"})).collect();
+    let flaky = (0..4)
+        .map(|i| json!({"model": "veo3.1-fast", "prompt": format!("shot {i}"), "aspect_ratio": "16:9"}))
+        .collect();
     cluster.run_batch(&http, &key, flaky).await;
     cluster.set_faults(&http, json!({})).await;
     let rejected = http
@@ -270,21 +294,27 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
     assert!(rejected.status().is_client_error());
 
     // 1. One trace: the task's spans from all four services, connected under the web app's span.
-    let spans = wait_for("spans from all four services", Duration::from_secs(30), || async {
-        let spans: Vec<SeenSpan> = receiver
-            .spans
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.trace_id == WEB_TRACE_ID)
-            .cloned()
-            .collect();
-        let services: HashSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
-        let names: HashSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
-        let all = ["gateway", "submitter", "poller", "settlement"].iter().all(|s| services.contains(s))
-            && ["submit", "poll", "settle"].iter().all(|n| names.contains(n));
-        Ok(all.then_some(spans))
-    })
+    let spans = wait_for(
+        "spans from all four services",
+        Duration::from_secs(30),
+        || async {
+            let spans: Vec<SeenSpan> = receiver
+                .spans
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.trace_id == WEB_TRACE_ID)
+                .cloned()
+                .collect();
+            let services: HashSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
+            let names: HashSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+            let all = ["gateway", "submitter", "poller", "settlement"]
+                .iter()
+                .all(|s| services.contains(s))
+                && ["submit", "poll", "settle"].iter().all(|n| names.contains(n));
+            Ok(all.then_some(spans))
+        },
+    )
     .await
     .unwrap();
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
@@ -292,7 +322,10 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
         .iter()
         .find(|s| s.service == "gateway" && s.parent == WEB_SPAN_ID)
         .expect("the gateway's request span is a child of the web app's span");
-    assert_eq!(root.attributes.get("http.route").map(String::as_str), Some("/v1/batches"));
+    assert_eq!(
+        root.attributes.get("http.route").map(String::as_str),
+        Some("/v1/batches")
+    );
     for span in &spans {
         assert!(
             span.parent == WEB_SPAN_ID || ids.contains(span.parent.as_str()),
@@ -307,9 +340,15 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
             .iter()
             .find(|s| s.name == name && s.attributes.get("task.id") == Some(&task_id))
             .unwrap_or_else(|| panic!("a {name} span of {task_id}"));
-        assert_eq!(span.parent, root.span_id, "{name} is a child of the creating request");
+        assert_eq!(
+            span.parent, root.span_id,
+            "{name} is a child of the creating request"
+        );
         for attribute in ["batch.id", "tenant.id", "model", "provider"] {
-            assert!(span.attributes.contains_key(attribute), "{name} lacks {attribute}: {span:?}");
+            assert!(
+                span.attributes.contains_key(attribute),
+                "{name} lacks {attribute}: {span:?}"
+            );
         }
     }
     let settle = spans.iter().find(|s| s.name == "settle").unwrap();
@@ -319,10 +358,21 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
         .iter()
         .find(|s| s.attributes.get("gantry.provider.operation").map(String::as_str) == Some("create"))
         .expect("a provider client span");
-    for attribute in ["http.request.method", "server.address", "url.full", "http.response.status_code"] {
-        assert!(provider_call.attributes.contains_key(attribute), "{attribute}: {provider_call:?}");
+    for attribute in [
+        "http.request.method",
+        "server.address",
+        "url.full",
+        "http.response.status_code",
+    ] {
+        assert!(
+            provider_call.attributes.contains_key(attribute),
+            "{attribute}: {provider_call:?}"
+        );
     }
-    assert!(*receiver.metric_exports.lock().unwrap() > 0, "metrics were pushed over OTLP");
+    assert!(
+        *receiver.metric_exports.lock().unwrap() > 0,
+        "metrics were pushed over OTLP"
+    );
 
     // 2. Every dashboard query parses and returns data; every alert rule parses.
     let mut dashboard_exprs = Vec::new();
@@ -331,9 +381,14 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
         let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         exprs(&json, &mut dashboard_exprs);
     }
-    assert!(dashboard_exprs.len() > 20, "{} dashboard queries", dashboard_exprs.len());
+    assert!(
+        dashboard_exprs.len() > 20,
+        "{} dashboard queries",
+        dashboard_exprs.len()
+    );
     let alerts: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo_file("deploy/prometheus/alerts.yml")).unwrap()).unwrap();
+        serde_yaml::from_str(&std::fs::read_to_string(repo_file("deploy/prometheus/alerts.yml")).unwrap())
+            .unwrap();
     let alert_exprs: Vec<String> = alerts["groups"]
         .as_sequence()
         .unwrap()
@@ -343,22 +398,29 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
         .collect();
     assert!(alert_exprs.len() >= 3);
     // Wait until the last scrapes hold the run (settled batches' histograms, sampled gauges).
-    let missing = wait_for("every dashboard query to return data", Duration::from_secs(60), || async {
-        let mut missing = Vec::new();
-        for expr in &dashboard_exprs {
-            let answer = prometheus.query(&http, expr).await;
-            assert_eq!(answer["status"], "success", "invalid PromQL {expr}: {answer}");
-            if answer["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
-                missing.push(expr.clone());
+    let missing = wait_for(
+        "every dashboard query to return data",
+        Duration::from_secs(60),
+        || async {
+            let mut missing = Vec::new();
+            for expr in &dashboard_exprs {
+                let answer = prometheus.query(&http, expr).await;
+                assert_eq!(answer["status"], "success", "invalid PromQL {expr}: {answer}");
+                if answer["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+                    missing.push(expr.clone());
+                }
             }
-        }
-        Ok(missing.is_empty().then_some(missing))
-    })
+            Ok(missing.is_empty().then_some(missing))
+        },
+    )
     .await;
     assert!(missing.is_ok(), "dashboard queries without data: {missing:?}");
     for expr in &alert_exprs {
         let answer = prometheus.query(&http, expr).await;
-        assert_eq!(answer["status"], "success", "invalid alert PromQL {expr}: {answer}");
+        assert_eq!(
+            answer["status"], "success",
+            "invalid alert PromQL {expr}: {answer}"
+        );
     }
     println!(
         "observe: {} spans in the trace, {} dashboard and {} alert queries checked",
@@ -374,7 +436,10 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
     for role in ["gateway", "submitter", "poller", "settlement"] {
         let log = std::fs::read_to_string(logs.0.join(format!("{role}.log"))).unwrap();
         for secret in [key.as_str(), "proc-admin", "sim-key"] {
-            assert!(!log.contains(secret), "the {role} log contains a secret ({secret})");
+            assert!(
+                !log.contains(secret),
+                "the {role} log contains a secret ({secret})"
+            );
         }
         for line in log.lines() {
             let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{role}: {e}: {line}"));
@@ -382,8 +447,14 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
             if entry["trace_id"] == WEB_TRACE_ID && entry["span_id"].is_string() {
                 traced = true;
             }
-            assert!(!line.contains("OTLP") || !line.contains("error"), "exporter error: {line}");
+            assert!(
+                !line.contains("OTLP") || !line.contains("error"),
+                "exporter error: {line}"
+            );
         }
     }
-    assert!(lines > 0 && traced, "{lines} log lines; one carries the batch's trace id: {traced}");
+    assert!(
+        lines > 0 && traced,
+        "{lines} log lines; one carries the batch's trace id: {traced}"
+    );
 }

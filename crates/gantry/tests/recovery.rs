@@ -24,7 +24,10 @@ async fn write_batch(store: &Store, tenant: &str, body: serde_json::Value) -> St
     let batch = validate_batch(&body, &Limits { max_tasks: 10 }, &prices).unwrap();
     let batch_id = gantry_core::ids::new_batch_id();
     store.reserve(tenant, &batch_id, batch.cost(), 1).await.unwrap();
-    store.create_batch(tenant, &batch_id, &batch, 1, None).await.unwrap();
+    store
+        .create_batch(tenant, &batch_id, &batch, 1, None)
+        .await
+        .unwrap();
     batch_id
 }
 

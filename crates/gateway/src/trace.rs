@@ -45,19 +45,22 @@ pub(crate) async fn trace_id(request: Request, next: Next) -> Response {
         http.route = %route,
         url.path = %request.uri().path(),
         http.response.status_code = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
     );
     context::set_parent(&span, incoming.as_deref());
     // Without telemetry installed (in-process tests) the span has no context: keep the incoming trace id, or
     // make one up, so responses still carry one.
     let trace_id = context::trace_id(&span)
-        .or_else(|| incoming.as_deref().and_then(context::parse).map(|ids| ids.trace_id().to_string()))
+        .or_else(|| {
+            incoming
+                .as_deref()
+                .and_then(context::parse)
+                .map(|ids| ids.trace_id().to_string())
+        })
         .unwrap_or_else(|| {
             let mut bytes = [0u8; 16];
             rand::rng().fill_bytes(&mut bytes);
             hex::encode(bytes)
         });
-    span.record("trace_id", trace_id.as_str());
     let header = HeaderValue::from_str(&trace_id).ok();
     let active = [KeyValue::new("http.request.method", method.clone())];
     metrics().http_server_active.add(1, &active);

@@ -177,7 +177,7 @@ impl Poller {
                 code: "timeout".into(),
                 message,
             };
-            self.finish(task_id, &target, outcome).await?;
+            self.finish(task_id, target, outcome).await?;
             // Best effort: stop the remote work we will not use (where the provider can).
             if let Err(e) = provider.cancel(&target.remote_id).await {
                 tracing::debug!(error = %e, "remote cancel after the deadline failed");
@@ -185,15 +185,15 @@ impl Poller {
             return Ok(());
         }
         match provider.status(&target.remote_id).await {
-            Ok(RemoteStatus::Pending) => self.reschedule(task_id, &target, target.progress, None).await,
-            Ok(RemoteStatus::Running { progress }) => self.reschedule(task_id, &target, progress, None).await,
+            Ok(RemoteStatus::Pending) => self.reschedule(task_id, target, target.progress, None).await,
+            Ok(RemoteStatus::Running { progress }) => self.reschedule(task_id, target, progress, None).await,
             Ok(RemoteStatus::Succeeded {
                 video_url,
                 last_frame_url,
             }) => {
                 self.finish(
                     task_id,
-                    &target,
+                    target,
                     Outcome::Succeeded {
                         video_url,
                         last_frame_url,
@@ -204,7 +204,7 @@ impl Poller {
             Ok(RemoteStatus::Failed { code, message }) => {
                 self.finish(
                     task_id,
-                    &target,
+                    target,
                     Outcome::Failed {
                         code: code.as_str().into(),
                         message,
@@ -215,7 +215,7 @@ impl Poller {
             Err(e) => match retry::decide(&self.config.retry, &e, target.poll_errors + 1) {
                 Decision::RetryAfter(wait) => {
                     tracing::warn!(error = %e, "status call failed; polling again later");
-                    self.reschedule(task_id, &target, target.progress, Some((&e, wait)))
+                    self.reschedule(task_id, target, target.progress, Some((&e, wait)))
                         .await
                 }
                 Decision::GiveUp => {
@@ -227,7 +227,7 @@ impl Poller {
                     };
                     self.finish(
                         task_id,
-                        &target,
+                        target,
                         Outcome::Failed {
                             code: code.into(),
                             message: e.to_string(),

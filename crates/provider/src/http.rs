@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use gantry_telemetry::{context, metrics};
 use gantry_telemetry::KeyValue;
+use gantry_telemetry::{context, metrics};
 
 use reqwest::{
     header::{CONTENT_TYPE, RETRY_AFTER},
@@ -102,7 +102,10 @@ impl HttpApi {
         );
         let started = Instant::now();
         let in_flight = InFlight::start(self.provider);
-        let answer = self.send(method.clone(), &url, body).instrument(span.clone()).await;
+        let answer = self
+            .send(method.clone(), &url, body)
+            .instrument(span.clone())
+            .await;
         drop(in_flight);
         let status = match &answer {
             Ok((status, _, _)) => Some(*status),
@@ -139,7 +142,12 @@ impl HttpApi {
 
         let (status, retry_after, bytes) = answer.map_err(Transport::into_error)?;
         span.in_scope(|| {
-            tracing::debug!(provider = self.provider, http.status = status, body.len = bytes.len(), "provider answered")
+            tracing::debug!(
+                provider = self.provider,
+                http.status = status,
+                body.len = bytes.len(),
+                "provider answered"
+            )
         });
         if (200..300).contains(&status) {
             Ok(bytes)

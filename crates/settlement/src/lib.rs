@@ -67,7 +67,8 @@ async fn sweep(store: Store, config: Config, shutdown: CancellationToken) {
                 }
                 let m = metrics();
                 for (state, count) in TASK_STATES.iter().zip(report.task_states) {
-                    m.tasks.record(count, &[KeyValue::new("gantry.task.state", *state)]);
+                    m.tasks
+                        .record(count, &[KeyValue::new("gantry.task.state", *state)]);
                 }
                 m.batches_open.record(report.open_batches as u64, &[]);
                 m.credits_reserved.record(report.credits_reserved, &[]);
@@ -108,7 +109,10 @@ async fn handle(store: &Store, config: &Config, delivery: &Delivery) {
         return;
     }
     let done = match &delivery.message {
-        Ok(Message::SettleBatch { batch_id, traceparent }) => {
+        Ok(Message::SettleBatch {
+            batch_id,
+            traceparent,
+        }) => {
             let span = tracing::info_span!(
                 "settle",
                 batch.id = %batch_id,
@@ -191,19 +195,28 @@ fn record_batch(figures: &BatchFigures, now: u64) {
         let model = KeyValue::new("gantry.model", task.model.clone());
         m.tasks_finished.add(
             1,
-            &[KeyValue::new("gantry.task.state", task.status.clone()), model.clone()],
+            &[
+                KeyValue::new("gantry.task.state", task.status.clone()),
+                model.clone(),
+            ],
         );
         let state = |name: &'static str| [KeyValue::new("gantry.task.state", name), model.clone()];
         if task.claimed_at > 0 {
-            m.task_state_duration
-                .record(seconds_between(task.created_at, task.claimed_at), &state("queued"));
+            m.task_state_duration.record(
+                seconds_between(task.created_at, task.claimed_at),
+                &state("queued"),
+            );
         }
         if task.submitted_at > 0 {
-            m.task_state_duration
-                .record(seconds_between(task.claimed_at, task.submitted_at), &state("submitting"));
-            m.task_state_duration
-                .record(seconds_between(task.submitted_at, task.finished_at), &state("running"));
-            m.task_polls.record(task.polls, &[model.clone()]);
+            m.task_state_duration.record(
+                seconds_between(task.claimed_at, task.submitted_at),
+                &state("submitting"),
+            );
+            m.task_state_duration.record(
+                seconds_between(task.submitted_at, task.finished_at),
+                &state("running"),
+            );
+            m.task_polls.record(task.polls, std::slice::from_ref(&model));
         }
     }
 }

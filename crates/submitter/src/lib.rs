@@ -291,7 +291,10 @@ impl Worker {
                 }
                 tracing::info!(remote.id = %remote_id, attempt, provider = provider_name.as_str(), "task created");
             }
-            Err(e) => self.failed_create(task_id, attempt, provider_name.as_str(), &e).await?,
+            Err(e) => {
+                self.failed_create(task_id, attempt, provider_name.as_str(), &e)
+                    .await?
+            }
         }
         Ok(())
     }

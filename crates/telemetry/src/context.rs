@@ -80,6 +80,9 @@ mod tests {
     fn without_telemetry_spans_have_no_context() {
         let span = tracing::info_span!("x");
         assert_eq!(traceparent(&span), None);
-        assert!(!set_parent(&span, Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")));
+        assert!(!set_parent(
+            &span,
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        ));
     }
 }

@@ -131,8 +131,9 @@ impl Telemetry {
     }
 }
 
-/// JSON lines on stderr: the event's fields flattened, level, target, timestamp, the current span's name and
-/// fields, every enclosing span's fields, and the OpenTelemetry `trace_id` and `span_id`.
+/// JSON lines on stderr: timestamp, level, target, the event's fields, the fields of every enclosing span (the
+/// innermost wins; `batch.id`, `task.id`, `tenant.id`, …), the current span under `span`, and the OpenTelemetry
+/// `trace_id` and `span_id`.
 fn json_layer() -> json_subscriber::JsonLayer<Registry, fn() -> std::io::Stderr> {
     let mut layer = json_subscriber::JsonLayer::stderr();
     layer
@@ -140,8 +141,8 @@ fn json_layer() -> json_subscriber::JsonLayer<Registry, fn() -> std::io::Stderr>
         .with_level("level")
         .with_target("target")
         .with_flattened_event()
-        .with_current_span("span")
-        .with_flattened_span_fields("fields");
+        .with_top_level_flattened_span_list()
+        .with_current_span("span");
     layer.add_multiple_dynamic_fields(|event, ctx, writer| {
         use opentelemetry::trace::TraceContextExt;
         let Some(span) = ctx.event_span(event) else {
@@ -200,17 +201,23 @@ fn otlp_wanted(signal: &str) -> bool {
 
 /// The OTLP protocol of `OTEL_EXPORTER_OTLP_PROTOCOL`; gRPC is not built in and falls back to HTTP/protobuf.
 fn protocol(notes: &mut Vec<String>) -> Protocol {
-    match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref().map(str::trim) {
+    match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .as_deref()
+        .map(str::trim)
+    {
         Ok("http/json") => Protocol::HttpJson,
         Ok("grpc") => {
             notes.push(
-                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not built in; exporting over http/protobuf (port 4318)".into(),
+                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not built in; exporting over http/protobuf (port 4318)"
+                    .into(),
             );
             Protocol::HttpBinary
         }
         Ok("http/protobuf") | Ok("") | Err(_) => Protocol::HttpBinary,
         Ok(other) => {
-            notes.push(format!("unknown OTEL_EXPORTER_OTLP_PROTOCOL {other:?}; using http/protobuf"));
+            notes.push(format!(
+                "unknown OTEL_EXPORTER_OTLP_PROTOCOL {other:?}; using http/protobuf"
+            ));
             Protocol::HttpBinary
         }
     }

@@ -138,10 +138,26 @@ impl Store {
         for i in 0..total {
             pipe.hmget(
                 self.keys.task(batch_id, &crate::ids::task_id(batch_id, i)),
-                &["model", "status", "created_at", "claimed_at", "submitted_at", "finished_at", "polls"],
+                &[
+                    "model",
+                    "status",
+                    "created_at",
+                    "claimed_at",
+                    "submitted_at",
+                    "finished_at",
+                    "polls",
+                ],
             );
         }
-        type Row = (Option<String>, Option<String>, Option<u64>, Option<u64>, Option<u64>, Option<u64>, Option<u64>);
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+        );
         let rows: Vec<Row> = if total == 0 {
             Vec::new()
         } else {
@@ -149,15 +165,17 @@ impl Store {
         };
         let tasks = rows
             .into_iter()
-            .map(|(model, status, created, claimed, submitted, finished, polls)| TaskFigures {
-                model: model.unwrap_or_default(),
-                status: status.unwrap_or_default(),
-                created_at: created.unwrap_or(0),
-                claimed_at: claimed.unwrap_or(0),
-                submitted_at: submitted.unwrap_or(0),
-                finished_at: finished.unwrap_or(0),
-                polls: polls.unwrap_or(0),
-            })
+            .map(
+                |(model, status, created, claimed, submitted, finished, polls)| TaskFigures {
+                    model: model.unwrap_or_default(),
+                    status: status.unwrap_or_default(),
+                    created_at: created.unwrap_or(0),
+                    claimed_at: claimed.unwrap_or(0),
+                    submitted_at: submitted.unwrap_or(0),
+                    finished_at: finished.unwrap_or(0),
+                    polls: polls.unwrap_or(0),
+                },
+            )
             .collect();
         Ok(Some(BatchFigures {
             mode,

@@ -32,7 +32,14 @@ pub struct SweepReport {
 }
 
 /// The task states counted in [`SweepReport::task_states`].
-pub const TASK_STATES: [&str; 6] = ["queued", "submitting", "running", "succeeded", "failed", "cancelled"];
+pub const TASK_STATES: [&str; 6] = [
+    "queued",
+    "submitting",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+];
 
 impl SweepReport {
     /// Whether the sweep repaired anything.
@@ -87,7 +94,10 @@ impl Store {
                 pipe.query_async(&mut conn).await?
             };
             for (task_status, _) in &tasks {
-                if let Some(i) = TASK_STATES.iter().position(|s| Some(*s) == task_status.as_deref()) {
+                if let Some(i) = TASK_STATES
+                    .iter()
+                    .position(|s| Some(*s) == task_status.as_deref())
+                {
                     report.task_states[i] += 1;
                 }
             }
