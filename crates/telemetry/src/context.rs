@@ -57,11 +57,6 @@ pub fn add_link(span: &Span, traceparent: &str) {
     }
 }
 
-/// Writes the current span's `traceparent` into outgoing HTTP headers.
-pub fn inject(span: &Span, headers: &mut HashMap<String, String>) {
-    TraceContextPropagator::new().inject_context(&span.context(), headers);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
