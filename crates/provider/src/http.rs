@@ -138,7 +138,7 @@ impl HttpApi {
         }
         metrics::metrics()
             .http_client_duration
-            .record(metrics::seconds(started.elapsed()), &attributes);
+            .record(started.elapsed().as_secs_f64(), &attributes);
 
         let (status, retry_after, bytes) = answer.map_err(Transport::into_error)?;
         span.in_scope(|| {

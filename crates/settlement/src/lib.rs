@@ -14,7 +14,7 @@ use gantry_core::{
 };
 use gantry_telemetry::{
     context,
-    metrics::{metrics, record_stream, seconds_between},
+    metrics::{count_dead_letters, metrics, record_stream, seconds_between},
     KeyValue,
 };
 use tokio_util::sync::CancellationToken;
@@ -97,9 +97,7 @@ async fn handle(store: &Store, config: &Config, delivery: &Delivery) {
     if let Some(reason) = consumer::poison(delivery, config.streams.max_deliveries) {
         // The batch stays `settling`; the sweeper sends it to settlement again.
         tracing::error!(id = %delivery.id, reason, "settle message moved to the dead letters");
-        metrics()
-            .dead_letters
-            .add(1, &[KeyValue::new("messaging.consumer.group.name", GROUP)]);
+        count_dead_letters(GROUP, 1);
         if let Err(e) = store
             .dead_letter(GROUP, delivery, &reason, config.streams.dead_letter_maxlen)
             .await

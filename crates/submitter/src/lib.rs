@@ -17,7 +17,7 @@ use gantry_core::{
 use gantry_provider::{CreateRequest, Model, ProviderError};
 use gantry_telemetry::{
     context,
-    metrics::{metrics, record_in_flight_limits, record_schedule, record_stream},
+    metrics::{count_dead_letters, metrics, record_in_flight_limits, record_schedule, record_stream},
     KeyValue,
 };
 use tokio::{sync::Semaphore, task::JoinSet};
@@ -155,9 +155,7 @@ impl Worker {
     /// A poison message: its task fails (so settlement refunds it), then the message goes to the dead letters.
     async fn bury(&self, delivery: &Delivery, reason: &str) {
         tracing::error!(id = %delivery.id, reason, "submit message moved to the dead letters");
-        metrics()
-            .dead_letters
-            .add(1, &[KeyValue::new("messaging.consumer.group.name", GROUP)]);
+        count_dead_letters(GROUP, 1);
         if let Ok(Message::SubmitTask { task_id, .. }) = &delivery.message {
             let outcome = Outcome::Failed {
                 code: "provider_error".into(),

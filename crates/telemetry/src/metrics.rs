@@ -2,7 +2,7 @@
 //! before it, or without it, they record nothing). `proto-docs/metrics.md` lists them with their Prometheus
 //! names. Attribute values come from small fixed sets: never an id.
 
-use std::{sync::OnceLock, time::Duration};
+use std::sync::OnceLock;
 
 use opentelemetry::{
     global,
@@ -239,7 +239,7 @@ pub fn announce(role: Role) {
                     );
                 }
             }
-            dead_letter_zero("submitter");
+            count_dead_letters("submitter", 0);
         }
         Role::Poller => in_flight_zero(),
         Role::Settlement => {
@@ -256,7 +256,7 @@ pub fn announce(role: Role) {
                     );
                 }
             }
-            dead_letter_zero("settlement");
+            count_dead_letters("settlement", 0);
         }
     }
 }
@@ -269,10 +269,11 @@ fn in_flight_zero() {
     }
 }
 
-fn dead_letter_zero(group: &'static str) {
+/// Counts `n` messages of consumer `group` moved to the dead letters.
+pub fn count_dead_letters(group: &'static str, n: u64) {
     metrics()
         .dead_letters
-        .add(0, &[KeyValue::new("messaging.consumer.group.name", group)]);
+        .add(n, &[KeyValue::new("messaging.consumer.group.name", group)]);
 }
 
 /// Records the sampled backlog of one kind of stream (`submit`, `settle`, `dead`) for consumer `group`.
@@ -302,11 +303,6 @@ pub fn record_in_flight_limits(limits: &[(&'static str, u32)]) {
             .provider_in_flight_limit
             .record(u64::from(*limit), &[KeyValue::new("gantry.provider", *provider)]);
     }
-}
-
-/// Seconds of `elapsed`, for histograms.
-pub fn seconds(elapsed: Duration) -> f64 {
-    elapsed.as_secs_f64()
 }
 
 /// Seconds between two millisecond timestamps (0 when they are out of order).
