@@ -4,7 +4,8 @@
 -- KEYS[1] task hash, KEYS[2] batch hash, KEYS[3] poll schedule, KEYS[4] submit stream, KEYS[5] batch events,
 -- KEYS[6] settle stream, KEYS[7] retry schedule
 -- ARGV[1] now (ms), ARGV[2] attempt ('' = any), ARGV[3] new status, ARGV[4] output url, ARGV[5] last frame url,
--- ARGV[6] failure code, ARGV[7] failure message, ARGV[8] task key prefix
+-- ARGV[6] failure code, ARGV[7] failure message, ARGV[8] task key prefix (the task id is appended),
+-- ARGV[9] the batch's task id stem (a task's index is appended), ARGV[10] batch id
 -- Returns 1 when applied, 0 when the task was already terminal or belongs to another attempt.
 local t = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'id', 'index', 'price')
 local status = t[1]
@@ -41,28 +42,28 @@ else
 end
 emit_task(KEYS[5], KEYS[1])
 
-local b = redis.call('HMGET', KEYS[2], 'mode', 'total', 'id', 'status', 'traceparent')
+local batch_id = ARGV[10]
+local b = redis.call('HMGET', KEYS[2], 'mode', 'total', 'status', 'traceparent')
 if b[1] == 'chain' then
   local total = tonumber(b[2])
-  local suffix = string.match(t[3], '^tsk_(.+)_%d+$')
   local first = tonumber(t[4]) + 1
   if new_status == 'succeeded' then
     -- The next shot starts from this one's last frame (unless it was cancelled meanwhile).
-    if first < total and b[4] ~= 'cancelling' then
-      local next_id = 'tsk_' .. suffix .. '_' .. first
+    if first < total and b[3] ~= 'cancelling' then
+      local next_id = ARGV[9] .. first
       local next_key = ARGV[8] .. next_id
       if redis.call('HGET', next_key, 'status') == 'queued' then
         if ARGV[5] ~= '' then
           redis.call('HSET', next_key, 'chain_first_frame', ARGV[5])
         end
-        xadd_message(KEYS[4], { 'v', '1', 'type', 'submit_task', 'task_id', next_id, 'batch_id', b[3] }, b[5])
+        xadd_message(KEYS[4], { 'v', '1', 'type', 'submit_task', 'task_id', next_id, 'batch_id', batch_id }, b[4])
       end
     end
   else
     -- The chain is broken: no later shot can start.
     local why = 'an earlier shot of the chain ' .. (new_status == 'cancelled' and 'was cancelled' or 'failed')
     for j = first, total - 1 do
-      local next_key = ARGV[8] .. 'tsk_' .. suffix .. '_' .. j
+      local next_key = ARGV[8] .. ARGV[9] .. j
       if redis.call('HGET', next_key, 'status') == 'queued' then
         redis.call('HSET', next_key, 'status', 'cancelled', 'finished_at', now, 'updated_at', now,
           'failure_code', 'cancelled', 'failure_message', why)
@@ -76,10 +77,10 @@ end
 
 local c = counts_of(KEYS[2])
 if c.succeeded + c.failed + c.cancelled >= c.total then
-  if b[4] ~= 'cancelling' then
+  if b[3] ~= 'cancelling' then
     redis.call('HSET', KEYS[2], 'status', 'settling')
   end
-  xadd_message(KEYS[6], { 'v', '1', 'type', 'settle_batch', 'batch_id', b[3] }, b[5])
+  xadd_message(KEYS[6], { 'v', '1', 'type', 'settle_batch', 'batch_id', batch_id }, b[4])
 end
 emit_batch(KEYS[5], KEYS[2])
 return 1

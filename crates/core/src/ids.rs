@@ -22,10 +22,13 @@ pub fn new_api_key() -> String {
 
 /// The id of task `index` of `batch_id`.
 pub fn task_id(batch_id: &str, index: usize) -> String {
-    format!(
-        "tsk_{}_{index}",
-        batch_id.strip_prefix("bat_").unwrap_or(batch_id)
-    )
+    format!("{}{index}", task_id_stem(batch_id))
+}
+
+/// What every task id of `batch_id` starts with: the task's index follows. Scripts that walk a batch's tasks
+/// get it from here, so the id format lives in this module only.
+pub fn task_id_stem(batch_id: &str) -> String {
+    format!("tsk_{}_", batch_id.strip_prefix("bat_").unwrap_or(batch_id))
 }
 
 /// Splits a task id into its batch id and index; `None` for anything that is not a task id.
@@ -61,7 +64,8 @@ mod tests {
         let batch = new_batch_id();
         assert!(is_batch_id(&batch));
         let task = task_id(&batch, 42);
-        assert_eq!(parse_task_id(&task), Some((batch, 42)));
+        assert_eq!(parse_task_id(&task), Some((batch.clone(), 42)));
+        assert_eq!(task, format!("{}42", task_id_stem(&batch)));
     }
 
     #[test]

@@ -173,6 +173,8 @@ impl Store {
             .arg(code)
             .arg(message)
             .arg(self.keys.task_prefix(&batch_id))
+            .arg(ids::task_id_stem(&batch_id))
+            .arg(&batch_id)
             .invoke_async(&mut self.connection())
             .await?;
         Ok(applied == 1)
@@ -216,7 +218,8 @@ impl Store {
         Ok(applied == 1)
     }
 
-    /// Turns due retries of every partition back into submit messages; returns how many.
+    /// Turns due retries of every partition back into submit messages (naming the batch recorded on each task);
+    /// returns how many.
     pub async fn pump_retries(&self, now: u64, max: usize) -> Result<usize> {
         let mut moved = 0;
         for p in 0..self.keys.partitions() {
