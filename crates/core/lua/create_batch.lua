@@ -24,7 +24,7 @@ for i, task in ipairs(tasks) do
   hset_all(ARGV[3] .. task.id, task)
   -- chain mode starts with the first shot only; the next one is queued when its predecessor succeeds
   if batch.mode ~= 'chain' or i == 1 then
-    xadd_message(KEYS[2], { 'v', '1', 'type', 'submit_task', 'task_id', task.id, 'batch_id', batch.id }, batch.traceparent)
+    xadd_message(KEYS[2], submit_task_message(task.id, batch.id), batch.traceparent)
   end
 end
 redis.call('ZADD', KEYS[4], tonumber(batch.created_at), batch.id)

@@ -56,7 +56,7 @@ if b[1] == 'chain' then
         if ARGV[5] ~= '' then
           redis.call('HSET', next_key, 'chain_first_frame', ARGV[5])
         end
-        xadd_message(KEYS[4], { 'v', '1', 'type', 'submit_task', 'task_id', next_id, 'batch_id', batch_id }, b[4])
+        xadd_message(KEYS[4], submit_task_message(next_id, batch_id), b[4])
       end
     end
   else
@@ -80,7 +80,7 @@ if c.succeeded + c.failed + c.cancelled >= c.total then
   if b[3] ~= 'cancelling' then
     redis.call('HSET', KEYS[2], 'status', 'settling')
   end
-  xadd_message(KEYS[6], { 'v', '1', 'type', 'settle_batch', 'batch_id', batch_id }, b[4])
+  xadd_message(KEYS[6], settle_batch_message(batch_id), b[4])
 end
 emit_batch(KEYS[5], KEYS[2])
 return 1

@@ -1,4 +1,5 @@
--- Shared helpers, prepended to every Gantry script at load time (see store/scripts.rs).
+-- Shared helpers, prepended to every Gantry script at load time, after the prelude generated from Rust
+-- (`submit_task_message`, `settle_batch_message`, `TRACEPARENT_FIELD`; see store/scripts.rs).
 
 -- Appends an event for the live progress stream of one batch (SSE), capped to the newest entries.
 local function emit(events_key, event_type, payload)
@@ -25,10 +26,11 @@ local function emit_task(events_key, task_key)
   })
 end
 
--- Appends a message (a flat list of fields) to a stream, with the `traceparent` of its batch when there is one.
+-- Appends a message (a flat list of fields from the prelude's `*_message` functions) to a stream, with the
+-- trace context of its batch when there is one.
 local function xadd_message(stream, fields, traceparent)
   if traceparent and traceparent ~= '' then
-    fields[#fields + 1] = 'traceparent'
+    fields[#fields + 1] = TRACEPARENT_FIELD
     fields[#fields + 1] = traceparent
   end
   redis.call('XADD', stream, '*', unpack(fields))

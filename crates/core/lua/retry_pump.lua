@@ -9,7 +9,7 @@ for _, task_id in ipairs(due) do
   redis.call('ZREM', KEYS[1], task_id)
   local t = redis.call('HMGET', ARGV[3] .. task_id, 'batch_id', 'traceparent')
   if t[1] then
-    xadd_message(KEYS[2], { 'v', '1', 'type', 'submit_task', 'task_id', task_id, 'batch_id', t[1] }, t[2])
+    xadd_message(KEYS[2], submit_task_message(task_id, t[1]), t[2])
     sent = sent + 1
   end
 end

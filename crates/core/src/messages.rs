@@ -1,6 +1,7 @@
 //! Stream messages: typed, versioned payloads carried as flat stream fields (`v`, `type`, then the type's own
-//! fields). Lua scripts write the same fields; `proto-docs/streams.md` documents them. Every message may carry the
-//! W3C `traceparent` of the request that created its batch, so its processing joins the batch's trace.
+//! fields). Lua scripts write them through functions generated from `Message::to_fields` (`store/scripts.rs`);
+//! `proto-docs/streams.md` documents them. Every message may carry the W3C `traceparent` of the request that
+//! created its batch, so its processing joins the batch's trace.
 
 use std::collections::HashMap;
 
@@ -8,6 +9,9 @@ use redis::Value;
 
 /// The version every message is written with.
 pub const VERSION: &str = "1";
+
+/// The field that carries a message's W3C trace context, when it has one.
+pub const TRACEPARENT: &str = "traceparent";
 
 /// A message on one of Gantry's streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +54,7 @@ impl Message {
             }
         };
         if let Some(traceparent) = traceparent {
-            fields.push(("traceparent", traceparent.clone()));
+            fields.push((TRACEPARENT, traceparent.clone()));
         }
         fields
     }
@@ -79,7 +83,7 @@ impl Message {
         if version != VERSION {
             return Err(format!("unsupported message version {version}"));
         }
-        let traceparent = get("traceparent").ok().filter(|t| !t.is_empty());
+        let traceparent = get(TRACEPARENT).ok().filter(|t| !t.is_empty());
         match get("type")?.as_str() {
             "submit_task" => Ok(Self::SubmitTask {
                 task_id: get("task_id")?,

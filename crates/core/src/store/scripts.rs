@@ -1,13 +1,34 @@
-//! The Lua scripts, one per transition, compiled in from `lua/` with the shared helpers of `lua/lib.lua`.
+//! The Lua scripts, one per transition, compiled in from `lua/`. Each script is sent to Redis as three parts:
+//!
+//! 1. a prelude generated here, at load time, from the formats Rust owns (`messages.rs`), so that no `.lua` file
+//!    copies them: `submit_task_message(task_id, batch_id)` and `settle_batch_message(batch_id)` return a
+//!    message's flat field list, rendered from `Message::to_fields` itself, and `TRACEPARENT_FIELD` names the
+//!    field that carries a message's trace context (`messages::TRACEPARENT`). Changing a message in Rust changes
+//!    what the scripts write; nothing in Lua has to follow by hand. For example:
+//!
+//!    ```lua
+//!    local TRACEPARENT_FIELD = 'traceparent'
+//!    local function settle_batch_message(batch_id)
+//!      return { 'v', '1', 'type', 'settle_batch', 'batch_id', batch_id }
+//!    end
+//!    ```
+//!
+//! 2. the hand-written helpers of `lua/lib.lua` (which may use the prelude);
+//! 3. the script itself.
+//!
+//! Ids are not generated into Lua: the Rust caller passes any id a script needs (see `ids.rs`).
 
 use redis::Script;
+
+use crate::messages::{self, Message};
 
 const LIB: &str = include_str!("../../lua/lib.lua");
 
 macro_rules! script {
-    ($name:literal) => {
+    ($prelude:expr, $name:literal) => {
         Script::new(&format!(
-            "{}\n{}",
+            "{}{}\n{}",
+            $prelude,
             LIB,
             include_str!(concat!("../../lua/", $name, ".lua"))
         ))
@@ -37,25 +58,156 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     pub fn load() -> Self {
+        let prelude = prelude();
         Self {
-            create_batch: script!("create_batch"),
-            claim_submit: script!("claim_submit"),
-            mark_running: script!("mark_running"),
-            finish_task: script!("finish_task"),
-            poll_claim: script!("poll_claim"),
-            poll_update: script!("poll_update"),
-            settle_finalize: script!("settle_finalize"),
-            grant: script!("grant"),
-            reserve: script!("reserve"),
-            settle: script!("settle"),
-            retry_later: script!("retry_later"),
-            retry_pump: script!("retry_pump"),
-            limiter_acquire: script!("limiter_acquire"),
-            limiter_release: script!("limiter_release"),
-            cancel_batch: script!("cancel_batch"),
-            idem_begin: script!("idem_begin"),
-            idem_finish: script!("idem_finish"),
-            idem_release: script!("idem_release"),
+            create_batch: script!(prelude, "create_batch"),
+            claim_submit: script!(prelude, "claim_submit"),
+            mark_running: script!(prelude, "mark_running"),
+            finish_task: script!(prelude, "finish_task"),
+            poll_claim: script!(prelude, "poll_claim"),
+            poll_update: script!(prelude, "poll_update"),
+            settle_finalize: script!(prelude, "settle_finalize"),
+            grant: script!(prelude, "grant"),
+            reserve: script!(prelude, "reserve"),
+            settle: script!(prelude, "settle"),
+            retry_later: script!(prelude, "retry_later"),
+            retry_pump: script!(prelude, "retry_pump"),
+            limiter_acquire: script!(prelude, "limiter_acquire"),
+            limiter_release: script!(prelude, "limiter_release"),
+            cancel_batch: script!(prelude, "cancel_batch"),
+            idem_begin: script!(prelude, "idem_begin"),
+            idem_finish: script!(prelude, "idem_finish"),
+            idem_release: script!(prelude, "idem_release"),
         }
+    }
+}
+
+/// A Lua function of the prelude that returns the fields of one kind of message.
+struct MessageFunction {
+    name: &'static str,
+    /// The function's parameters, in call order.
+    params: &'static [&'static str],
+    /// The message with each parameter's value standing in for it (see `param`).
+    template: Message,
+}
+
+/// The message functions of the prelude. The message's optional `traceparent` is left out: `xadd_message`
+/// (`lib.lua`) appends it when the batch has one.
+fn message_functions() -> [MessageFunction; 2] {
+    [
+        MessageFunction {
+            name: "submit_task_message",
+            params: &["task_id", "batch_id"],
+            template: Message::SubmitTask {
+                task_id: param("task_id"),
+                batch_id: param("batch_id"),
+                traceparent: None,
+            },
+        },
+        MessageFunction {
+            name: "settle_batch_message",
+            params: &["batch_id"],
+            template: Message::SettleBatch {
+                batch_id: param("batch_id"),
+                traceparent: None,
+            },
+        },
+    ]
+}
+
+/// The value that stands for the Lua parameter `name` in a template message. It starts with a NUL byte, which
+/// no constant of a message contains.
+fn param(name: &str) -> String {
+    format!("\0{name}")
+}
+
+/// The generated prelude (see the module comment).
+fn prelude() -> String {
+    let mut lua = String::from("-- Generated from messages.rs by store/scripts.rs.\n");
+    lua.push_str(&format!(
+        "local TRACEPARENT_FIELD = {}\n",
+        lua_string(messages::TRACEPARENT)
+    ));
+    for function in message_functions() {
+        lua.push_str(&format!(
+            "local function {}({})\n  return {{ {} }}\nend\n",
+            function.name,
+            function.params.join(", "),
+            lua_fields(&function).join(", ")
+        ));
+    }
+    lua
+}
+
+/// The template's fields as Lua expressions, name then value: a parameter's stand-in becomes the parameter,
+/// anything else a string literal.
+fn lua_fields(function: &MessageFunction) -> Vec<String> {
+    let value = |text: &str| match function.params.iter().find(|p| param(p) == text) {
+        Some(name) => (*name).to_owned(),
+        None => lua_string(text),
+    };
+    function
+        .template
+        .to_fields()
+        .into_iter()
+        .flat_map(|(name, text)| [lua_string(name), value(&text)])
+        .collect()
+}
+
+/// `text` as a Lua string literal: printable ASCII as it is (`\` and `'` escaped), any other byte as a decimal
+/// escape of three digits, which Lua reads back byte for byte.
+fn lua_string(text: &str) -> String {
+    let mut lua = String::with_capacity(text.len() + 2);
+    lua.push('\'');
+    for byte in text.bytes() {
+        match byte {
+            b'\\' | b'\'' => {
+                lua.push('\\');
+                lua.push(char::from(byte));
+            }
+            b' '..=b'~' => lua.push(char::from(byte)),
+            _ => lua.push_str(&format!("\\{byte:03}")),
+        }
+    }
+    lua.push('\'');
+    lua
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lua_strings_escape_quotes_backslashes_and_other_bytes() {
+        assert_eq!(lua_string("submit_task"), "'submit_task'");
+        assert_eq!(lua_string(r"it's a\b"), r"'it\'s a\\b'");
+        assert_eq!(lua_string("a\n\0é1"), r"'a\010\000\195\1691'");
+    }
+
+    #[test]
+    fn every_parameter_is_one_field_value_and_every_other_value_a_literal() {
+        for function in message_functions() {
+            let fields = lua_fields(&function);
+            assert_eq!(fields.len(), 2 * function.template.to_fields().len());
+            for param in function.params {
+                assert_eq!(
+                    fields.iter().filter(|f| f == param).count(),
+                    1,
+                    "{} uses {param} once",
+                    function.name
+                );
+            }
+            for field in fields.iter().filter(|f| !function.params.contains(&f.as_str())) {
+                assert!(field.starts_with('\'') && !field.contains('\0'), "{field}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_prelude_defines_the_trace_field_and_one_function_per_message() {
+        let lua = prelude();
+        assert!(lua.contains("local TRACEPARENT_FIELD = 'traceparent'\n"));
+        assert!(lua.contains("local function submit_task_message(task_id, batch_id)\n"));
+        assert!(lua.contains("local function settle_batch_message(batch_id)\n"));
     }
 }
