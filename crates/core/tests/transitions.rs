@@ -12,6 +12,10 @@ use gantry_core::{
 use gantry_testkit::RedisServer;
 use serde_json::json;
 
+// Beside this file rather than in `tests/`, so it stays part of this test binary.
+#[path = "transitions/stream_messages.rs"]
+mod stream_messages;
+
 async fn store(redis: &RedisServer) -> Store {
     Store::connect(&redis.url(), "t", 4).await.unwrap()
 }
@@ -25,6 +29,17 @@ fn prices() -> Prices {
 }
 
 async fn batch_of(store: &Store, tenant: &str, mode: &str, n: usize) -> String {
+    traced_batch_of(store, tenant, mode, n, None).await
+}
+
+/// A new batch of `n` tasks, reserved and created under the trace context `traceparent`.
+async fn traced_batch_of(
+    store: &Store,
+    tenant: &str,
+    mode: &str,
+    n: usize,
+    traceparent: Option<&str>,
+) -> String {
     let tasks: Vec<_> = (0..n)
         .map(|i| json!({"model": "veo3.1-fast", "prompt": format!("p{i}"), "aspect_ratio": "16:9"}))
         .collect();
@@ -39,9 +54,15 @@ async fn batch_of(store: &Store, tenant: &str, mode: &str, n: usize) -> String {
         store.reserve(tenant, &id, batch.cost(), 1).await.unwrap(),
         Reservation::Reserved { .. }
     ));
-    assert!(store.create_batch(tenant, &id, &batch, 1, None).await.unwrap());
+    assert!(store
+        .create_batch(tenant, &id, &batch, 1, traceparent)
+        .await
+        .unwrap());
     assert!(
-        !store.create_batch(tenant, &id, &batch, 1, None).await.unwrap(),
+        !store
+            .create_batch(tenant, &id, &batch, 1, traceparent)
+            .await
+            .unwrap(),
         "creating twice is a no-op"
     );
     id
