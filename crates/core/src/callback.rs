@@ -59,7 +59,13 @@ mod tests {
 
     #[test]
     fn urls_carry_the_token() {
-        let u = url("https://g.example/", "grsai", "tsk_a_1", 1, "k");
+        let u = url(
+            "https://g.example/",
+            crate::domain::ProviderName::Grsai.as_str(),
+            "tsk_a_1",
+            1,
+            "k",
+        );
         assert!(
             u.starts_with("https://g.example/v1/provider/callbacks/grsai/tsk_a_1?token=1."),
             "{u}"

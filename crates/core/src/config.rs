@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
-use gantry_provider::Model;
+use crate::domain::{Model, ProviderName};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -171,31 +171,6 @@ pub struct ProviderConfig {
     pub limits: ProviderLimitsByName,
     pub grsai: GrsaiSection,
     pub seedance: SeedanceSection,
-}
-
-/// A provider Gantry can talk to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderName {
-    Grsai,
-    Seedance,
-}
-
-impl ProviderName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Grsai => "grsai",
-            Self::Seedance => "seedance",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "grsai" => Some(Self::Grsai),
-            "seedance" => Some(Self::Seedance),
-            _ => None,
-        }
-    }
 }
 
 /// Which provider serves each model.

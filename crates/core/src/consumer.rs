@@ -223,3 +223,17 @@ impl Consumer {
         }
     }
 }
+
+impl crate::service::Source for Consumer {
+    type Item = Delivery;
+
+    /// A read's worth of messages (`count` of the options, whatever `max` is: the runner holds the rest until
+    /// slots free up).
+    async fn next(
+        &mut self,
+        _max: usize,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<Vec<Delivery>> {
+        self.next_until(shutdown).await
+    }
+}

@@ -41,6 +41,11 @@ pub fn parse_task_id(task_id: &str) -> Option<(String, usize)> {
     Some((format!("bat_{suffix}"), index.parse().ok()?))
 }
 
+/// The creation time (ms) inside a batch id (a UUIDv7: its first 48 bits).
+pub fn batch_created_ms(batch_id: &str) -> Option<u64> {
+    u64::from_str_radix(batch_id.strip_prefix("bat_")?.get(..12)?, 16).ok()
+}
+
 /// Whether `id` has the shape of a batch id (guards key building against arbitrary input).
 pub fn is_batch_id(id: &str) -> bool {
     id.strip_prefix("bat_").is_some_and(is_id_suffix)
@@ -66,6 +71,15 @@ mod tests {
         let task = task_id(&batch, 42);
         assert_eq!(parse_task_id(&task), Some((batch.clone(), 42)));
         assert_eq!(task, format!("{}42", task_id_stem(&batch)));
+    }
+
+    #[test]
+    fn batch_ids_carry_their_creation_time() {
+        let before = crate::model::now_ms();
+        let id = new_batch_id();
+        let created = batch_created_ms(&id).expect("a time");
+        assert!(created >= before.saturating_sub(1) && created <= crate::model::now_ms() + 1);
+        assert_eq!(batch_created_ms("bat_x"), None);
     }
 
     #[test]

@@ -1,16 +1,18 @@
-//! Gantry's shared core: domain types and state machines, configuration, validation and pricing, stream
-//! message formats, and the Redis store with its Lua scripts.
+//! Gantry's shared core: the domain vocabulary (`domain`) and API objects (`model`), configuration, validation
+//! and pricing, stream message formats, the Redis store with its Lua scripts, recovery of stranded work, and the
+//! consumer-service runner the workers share (`service`).
 
 pub mod callback;
 pub mod config;
 pub mod consumer;
+pub mod domain;
 pub mod ids;
 pub mod keys;
 pub mod messages;
 pub mod model;
-pub mod providers;
-pub mod retry;
+pub mod recovery;
 pub mod schedule;
+pub mod service;
 pub mod store;
 pub mod validate;
 
@@ -45,39 +47,6 @@ impl Store {
                 Err(other) => return Err(other),
             }
         }
-    }
-}
-
-/// Runs `step` now and then every `period` until `shutdown`. Steps never overlap; a slow
-/// step delays the next one rather than piling up.
-pub async fn every<F, Fut>(
-    period: std::time::Duration,
-    shutdown: &tokio_util::sync::CancellationToken,
-    mut step: F,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => step().await,
-        }
-    }
-}
-
-/// Waits for the tasks of `in_flight` to finish, at most `grace`; the rest are aborted (their stream messages
-/// stay pending and are taken over by another process).
-pub async fn drain<T: 'static>(in_flight: &mut tokio::task::JoinSet<T>, grace: std::time::Duration) {
-    let all = async { while in_flight.join_next().await.is_some() {} };
-    if tokio::time::timeout(grace, all).await.is_err() {
-        tracing::warn!(
-            left = in_flight.len(),
-            "shutdown grace period over; handing back the work in flight"
-        );
-        in_flight.abort_all();
     }
 }
 

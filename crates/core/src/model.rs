@@ -1,91 +1,16 @@
-//! Domain types: modes, state machines, the task spec, and the API objects a client sees.
+//! The task spec and the API objects a client sees. The vocabulary (modes, states, models, failure codes) is in
+//! `domain.rs`.
 //!
-//! Batches and tasks are stored as flat Redis hashes (see `keys.rs`); the views here are built from those hashes.
+//! Batches and tasks are stored as flat Redis hashes (see `keys.rs`); the views here are built from those hashes
+//! through [`Row`], so a damaged field is an error, not a default.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-/// How the tasks of a batch run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// All tasks at once, under the provider's limits.
-    Parallel,
-    /// Shot i+1 starts after shot i succeeded, from shot i's last frame.
-    Chain,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Parallel => "parallel",
-            Self::Chain => "chain",
-        }
-    }
-}
-
-/// `queued → submitting → running → succeeded | failed`, and `cancelled` from any non-terminal state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskStatus {
-    Queued,
-    Submitting,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl TaskStatus {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "submitting" => Self::Submitting,
-            "running" => Self::Running,
-            "succeeded" => Self::Succeeded,
-            "failed" => Self::Failed,
-            "cancelled" => Self::Cancelled,
-            _ => return None,
-        })
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
-    }
-}
-
-/// `queued → in_progress → settling → completed`, or `cancelling → cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BatchStatus {
-    Queued,
-    InProgress,
-    Settling,
-    Completed,
-    Cancelling,
-    Cancelled,
-}
-
-impl BatchStatus {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "in_progress" => Self::InProgress,
-            "settling" => Self::Settling,
-            "completed" => Self::Completed,
-            "cancelling" => Self::Cancelling,
-            "cancelled" => Self::Cancelled,
-            _ => return None,
-        })
-    }
-
-    /// Whether nothing will change any more (the live stream closes).
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Completed | Self::Cancelled)
-    }
-}
+pub use crate::domain::{BatchStatus, FailureCode, Mode, Model, TaskStatus};
+use crate::store::{row::Row, Result};
 
 /// What the provider is asked to generate, as validated by the gateway. Stored as JSON in the task hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,50 +61,49 @@ pub struct BatchView {
 }
 
 impl BatchView {
-    /// Builds the view from the batch hash; `None` when the hash is missing or damaged.
-    pub fn from_hash(h: &HashMap<String, String>) -> Option<Self> {
-        let num = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let status = BatchStatus::parse(h.get("status")?)?;
-        let mode = if h.get("mode")? == "chain" {
-            Mode::Chain
-        } else {
-            Mode::Parallel
+    /// Builds the view from the batch hash: `None` when there is no hash, an error when it is damaged.
+    pub fn from_hash(h: &HashMap<String, String>) -> Result<Option<Self>> {
+        let Some(row) = Row::of_hash("batch", h) else {
+            return Ok(None);
         };
-        let settled = status == BatchStatus::Completed || status == BatchStatus::Cancelled;
-        Some(Self {
-            id: h.get("id")?.clone(),
+        let status: BatchStatus = row.parse("status")?;
+        let credits = if status.is_final() {
+            BatchCredits {
+                frozen: 0,
+                charged: row.number("charged")?,
+                refunded: row.number("refunded")?,
+            }
+        } else {
+            BatchCredits {
+                frozen: row.number("cost")?,
+                charged: 0,
+                refunded: 0,
+            }
+        };
+        let metadata = match row.text("metadata") {
+            Some(m) => serde_json::from_str(m)
+                .map_err(|e| crate::StoreError::Corrupt(format!("batch metadata: {e}")))?,
+            None => BTreeMap::new(),
+        };
+        Ok(Some(Self {
+            id: row.string("id")?,
             object: "batch".into(),
-            mode,
+            mode: row.parse("mode")?,
             status,
             request_counts: RequestCounts {
-                total: num("total"),
-                queued: num("n_queued"),
-                running: num("n_running"),
-                succeeded: num("n_succeeded"),
-                failed: num("n_failed"),
-                cancelled: num("n_cancelled"),
+                total: row.number("total")?,
+                queued: row.number("n_queued")?,
+                running: row.number("n_running")?,
+                succeeded: row.number("n_succeeded")?,
+                failed: row.number("n_failed")?,
+                cancelled: row.number("n_cancelled")?,
             },
-            credits: if settled {
-                BatchCredits {
-                    frozen: 0,
-                    charged: num("charged"),
-                    refunded: num("refunded"),
-                }
-            } else {
-                BatchCredits {
-                    frozen: num("cost"),
-                    charged: 0,
-                    refunded: 0,
-                }
-            },
-            metadata: h
-                .get("metadata")
-                .and_then(|m| serde_json::from_str(m).ok())
-                .unwrap_or_default(),
-            created_at: rfc3339(num("created_at")),
-            completed_at: h.get("completed_at").and_then(|v| v.parse().ok()).map(rfc3339),
-            tenant_id: h.get("tenant_id")?.clone(),
-        })
+            credits,
+            metadata,
+            created_at: rfc3339(row.number("created_at")?),
+            completed_at: row.parse_opt("completed_at")?.map(rfc3339),
+            tenant_id: row.string("tenant_id")?,
+        }))
     }
 }
 
@@ -192,7 +116,7 @@ pub struct TaskOutput {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskFailure {
-    pub code: String,
+    pub code: FailureCode,
     pub message: String,
 }
 
@@ -210,7 +134,7 @@ pub struct TaskView {
     pub batch_id: String,
     pub index: u64,
     pub custom_id: Option<String>,
-    pub model: String,
+    pub model: Model,
     pub status: TaskStatus,
     pub progress: u8,
     pub attempts: u32,
@@ -227,34 +151,37 @@ pub struct TaskView {
 }
 
 impl TaskView {
-    /// Builds the view from the task hash; `batch_settled` says whether its credits have moved yet.
-    pub fn from_hash(h: &HashMap<String, String>, batch_settled: bool) -> Option<Self> {
-        let num = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let time = |k: &str| h.get(k).and_then(|v| v.parse().ok()).map(rfc3339);
-        let status = TaskStatus::parse(h.get("status")?)?;
-        let price = num("price");
-        Some(Self {
-            id: h.get("id")?.clone(),
+    /// Builds the view from the task hash (`None` when there is none); `batch_settled` says whether its credits
+    /// have moved yet.
+    pub fn from_hash(h: &HashMap<String, String>, batch_settled: bool) -> Result<Option<Self>> {
+        let Some(row) = Row::of_hash("task", h) else {
+            return Ok(None);
+        };
+        let status: TaskStatus = row.parse("status")?;
+        let price: u64 = row.number("price")?;
+        let failure = match status {
+            TaskStatus::Failed | TaskStatus::Cancelled => Some(TaskFailure {
+                code: row.parse_opt("failure_code")?.unwrap_or(FailureCode::Cancelled),
+                message: row.text("failure_message").unwrap_or_default().to_owned(),
+            }),
+            _ => None,
+        };
+        Ok(Some(Self {
+            id: row.string("id")?,
             object: "task".into(),
-            batch_id: h.get("batch_id")?.clone(),
-            index: num("index"),
-            custom_id: h.get("custom_id").filter(|c| !c.is_empty()).cloned(),
-            model: h.get("model")?.clone(),
+            batch_id: row.string("batch_id")?,
+            index: row.number("index")?,
+            custom_id: row.text("custom_id").map(str::to_owned),
+            model: row.parse("model")?,
             status,
-            progress: u8::try_from(num("progress").min(100)).unwrap_or(100),
-            attempts: u32::try_from(num("attempts")).unwrap_or(u32::MAX),
-            last_error: h.get("last_error").filter(|e| !e.is_empty()).cloned(),
+            progress: row.number::<u8>("progress")?.min(100),
+            attempts: row.number("attempts")?,
+            last_error: row.text("last_error").map(str::to_owned),
             output: (status == TaskStatus::Succeeded).then(|| TaskOutput {
-                video_url: h.get("output_url").cloned().unwrap_or_default(),
-                last_frame_url: h.get("last_frame_url").cloned(),
+                video_url: row.text("output_url").unwrap_or_default().to_owned(),
+                last_frame_url: row.text("last_frame_url").map(str::to_owned),
             }),
-            failure: matches!(status, TaskStatus::Failed | TaskStatus::Cancelled).then(|| TaskFailure {
-                code: h
-                    .get("failure_code")
-                    .cloned()
-                    .unwrap_or_else(|| "cancelled".into()),
-                message: h.get("failure_message").cloned().unwrap_or_default(),
-            }),
+            failure,
             credits: match (batch_settled, status) {
                 (false, _) => TaskCredits::default(),
                 (true, TaskStatus::Succeeded) => TaskCredits {
@@ -266,11 +193,11 @@ impl TaskView {
                     refunded: price,
                 },
             },
-            created_at: rfc3339(num("created_at")),
-            submitted_at: time("submitted_at"),
-            finished_at: time("finished_at"),
-            tenant_id: h.get("tenant_id")?.clone(),
-        })
+            created_at: rfc3339(row.number("created_at")?),
+            submitted_at: row.parse_opt("submitted_at")?.map(rfc3339),
+            finished_at: row.parse_opt("finished_at")?.map(rfc3339),
+            tenant_id: row.string("tenant_id")?,
+        }))
     }
 }
 
@@ -305,14 +232,14 @@ mod tests {
             ("id", "tsk_a_0"),
             ("batch_id", "bat_a"),
             ("tenant_id", "ten_a"),
-            ("model", "veo3.1-fast"),
-            ("status", "failed"),
+            ("model", Model::Veo31Fast.as_str()),
+            ("status", TaskStatus::Failed.as_str()),
             ("price", "8"),
-            ("failure_code", "provider_error"),
+            ("failure_code", FailureCode::ProviderError.as_str()),
             ("failure_message", "boom"),
             ("created_at", "0"),
         ]);
-        let view = TaskView::from_hash(&h, true).expect("view");
+        let view = TaskView::from_hash(&h, true).expect("parses").expect("view");
         assert_eq!(
             view.credits,
             TaskCredits {
@@ -320,8 +247,21 @@ mod tests {
                 refunded: 8
             }
         );
-        assert_eq!(view.failure.expect("failure").code, "provider_error");
+        assert_eq!(view.failure.expect("failure").code, FailureCode::ProviderError);
         assert_eq!(view.created_at, "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn an_unknown_state_is_an_error_not_a_default() {
+        let h = hash(&[
+            ("id", "tsk_a_0"),
+            ("status", "exploded"),
+            ("model", Model::Sora2.as_str()),
+        ]);
+        assert!(TaskView::from_hash(&h, false).is_err());
+        assert!(TaskView::from_hash(&HashMap::new(), false)
+            .expect("empty")
+            .is_none());
     }
 
     #[test]
@@ -329,14 +269,14 @@ mod tests {
         let h = hash(&[
             ("id", "bat_a"),
             ("tenant_id", "ten_a"),
-            ("mode", "parallel"),
-            ("status", "in_progress"),
+            ("mode", Mode::Parallel.as_str()),
+            ("status", BatchStatus::InProgress.as_str()),
             ("cost", "36"),
             ("total", "3"),
             ("n_running", "3"),
             ("created_at", "1700000000000"),
         ]);
-        let view = BatchView::from_hash(&h).expect("view");
+        let view = BatchView::from_hash(&h).expect("parses").expect("view");
         assert_eq!(
             view.credits,
             BatchCredits {

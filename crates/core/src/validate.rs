@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use gantry_provider::Model;
 use serde_json::{Map, Value};
 
 use crate::{
     config::Prices,
-    model::{Mode, TaskSpec},
+    domain::{Mode, Model},
+    model::TaskSpec,
 };
 
 /// One violation: where (`/tasks/3/duration`) and what.
@@ -77,14 +77,14 @@ pub fn validate_batch(body: &Value, limits: &Limits, prices: &Prices) -> Result<
         }
     }
     let mode = match object.get("mode") {
-        None | Some(Value::Null) => Mode::Parallel,
-        Some(Value::String(s)) if s == "parallel" => Mode::Parallel,
-        Some(Value::String(s)) if s == "chain" => Mode::Chain,
-        Some(_) => {
-            errors.add("/mode", "must be \"parallel\" or \"chain\"");
-            Mode::Parallel
-        }
+        None | Some(Value::Null) => Some(Mode::Parallel),
+        Some(Value::String(s)) => Mode::parse(s),
+        Some(_) => None,
     };
+    let mode = mode.unwrap_or_else(|| {
+        errors.add("/mode", "must be \"parallel\" or \"chain\"");
+        Mode::Parallel
+    });
     let metadata = metadata(object.get("metadata"), &mut errors);
     let mut tasks = Vec::new();
     match object.get("tasks") {
@@ -394,10 +394,10 @@ mod tests {
     #[test]
     fn a_good_mixed_batch_is_priced() {
         let batch = check(json!({"mode": "chain", "tasks": [
-            {"model": "sora-2", "prompt": "a cat", "aspect_ratio": "9:16", "duration": 15},
-            {"model": "veo-flash", "prompt": "a dog", "aspect_ratio": "16:9",
+            {"model": Model::Sora2, "prompt": "a cat", "aspect_ratio": "9:16", "duration": 15},
+            {"model": Model::Veo31Fast, "prompt": "a dog", "aspect_ratio": "16:9",
              "first_frame_url": "https://x.test/a.png", "reference_image_urls": ["https://x.test/1.png"]},
-            {"model": "veo3.1-pro", "prompt": "a cow", "aspect_ratio": "16:9", "custom_id": "shot-3"},
+            {"model": Model::Veo31Pro, "prompt": "a cow", "aspect_ratio": "16:9", "custom_id": "shot-3"},
         ], "metadata": {"campaign": "spring"}}))
         .expect("valid");
         assert_eq!(batch.mode, Mode::Chain);
@@ -409,8 +409,8 @@ mod tests {
     #[test]
     fn every_violation_is_reported_with_its_pointer() {
         let got = pointers(json!({"mode": "serial", "extra": 1, "tasks": [
-            {"model": "sora-2", "prompt": "", "aspect_ratio": "4:3", "duration": 12, "first_frame_url": "https://x.test/a"},
-            {"model": "veo3.1-fast", "prompt": "ok", "aspect_ratio": "16:9", "duration": 10,
+            {"model": Model::Sora2, "prompt": "", "aspect_ratio": "4:3", "duration": 12, "first_frame_url": "https://x.test/a"},
+            {"model": Model::Veo31Fast, "prompt": "ok", "aspect_ratio": "16:9", "duration": 10,
              "reference_image_urls": ["ftp://x", "https://a.test/1", "https://a.test/2", "https://a.test/3"]},
             {"model": "dall-e", "aspect_ratio": "16:9"},
         ]}));
@@ -434,7 +434,7 @@ mod tests {
     #[test]
     fn task_count_and_shape_are_checked() {
         assert_eq!(pointers(json!({"tasks": []})), ["/tasks"]);
-        let four = json!({"model": "veo-pro", "prompt": "p", "aspect_ratio": "16:9"});
+        let four = json!({"model": Model::Veo31Pro, "prompt": "p", "aspect_ratio": "16:9"});
         assert_eq!(pointers(json!({"tasks": [four, four, four, four]})), ["/tasks"]);
         assert_eq!(pointers(json!([1, 2])), [""]);
         assert_eq!(pointers(json!({"tasks": "many"})), ["/tasks"]);
@@ -444,7 +444,7 @@ mod tests {
     #[test]
     fn sora_needs_a_duration_and_one_reference_at_most() {
         let got = pointers(
-            json!({"tasks": [{"model": "sora-2", "prompt": "p", "aspect_ratio": "9:16",
+            json!({"tasks": [{"model": Model::Sora2, "prompt": "p", "aspect_ratio": "9:16",
             "reference_image_urls": ["https://a.test/1", "https://a.test/2"]}]}),
         );
         assert_eq!(got, ["/tasks/0/duration", "/tasks/0/reference_image_urls"]);
@@ -454,9 +454,9 @@ mod tests {
     fn long_prompts_and_duplicate_custom_ids_are_rejected() {
         let long = "x".repeat(MAX_PROMPT_CHARS + 1);
         let got = pointers(json!({"tasks": [
-            {"model": "veo-pro", "prompt": long, "aspect_ratio": "16:9", "custom_id": "a"},
-            {"model": "veo-pro", "prompt": "p", "aspect_ratio": "16:9", "custom_id": "a"},
-            {"model": "veo-pro", "prompt": "p", "aspect_ratio": "16:9", "custom_id": "a"},
+            {"model": Model::Veo31Pro, "prompt": long, "aspect_ratio": "16:9", "custom_id": "a"},
+            {"model": Model::Veo31Pro, "prompt": "p", "aspect_ratio": "16:9", "custom_id": "a"},
+            {"model": Model::Veo31Pro, "prompt": "p", "aspect_ratio": "16:9", "custom_id": "a"},
         ]}));
         assert_eq!(got, ["/tasks/0/prompt", "/tasks/2/custom_id"]);
     }

@@ -82,22 +82,40 @@ async fn a_task_finishes_once_and_stale_attempts_are_fenced() {
     assert_eq!(attempt, 1);
     assert_eq!(
         store.claim_submit(&task, 11, 1000).await.unwrap(),
-        Claim::Skip("submitting".into())
+        Claim::Skip(Some(gantry_core::domain::TaskStatus::Submitting))
     );
     assert!(
         !store
-            .mark_running(&task, attempt + 1, ("grsai", "r-stale"), 12, 13)
+            .mark_running(
+                &task,
+                attempt + 1,
+                (gantry_core::domain::ProviderName::Grsai, "r-stale"),
+                12,
+                13
+            )
             .await
             .unwrap(),
         "another attempt is fenced"
     );
     assert!(store
-        .mark_running(&task, attempt, ("grsai", "r-1"), 12, 13)
+        .mark_running(
+            &task,
+            attempt,
+            (gantry_core::domain::ProviderName::Grsai, "r-1"),
+            12,
+            13
+        )
         .await
         .unwrap());
     assert!(
         !store
-            .mark_running(&task, attempt, ("grsai", "r-1"), 12, 13)
+            .mark_running(
+                &task,
+                attempt,
+                (gantry_core::domain::ProviderName::Grsai, "r-1"),
+                12,
+                13
+            )
             .await
             .unwrap(),
         "a duplicate is a no-op"
@@ -116,7 +134,7 @@ async fn a_task_finishes_once_and_stale_attempts_are_fenced() {
     );
     assert!(store.finish_task(&task, Some(attempt), &done, 20).await.unwrap());
     let failed = Outcome::Failed {
-        code: "provider_error".into(),
+        code: gantry_core::domain::FailureCode::ProviderError,
         message: "late".into(),
     };
     assert!(
@@ -146,7 +164,13 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
         panic!("claim")
     };
     store
-        .mark_running(&task, attempt, ("grsai", "r-1"), 10, 100)
+        .mark_running(
+            &task,
+            attempt,
+            (gantry_core::domain::ProviderName::Grsai, "r-1"),
+            10,
+            100,
+        )
         .await
         .unwrap();
     let p = store.keys().partition_of(&batch);
@@ -180,7 +204,7 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
             &task,
             Some(attempt),
             &Outcome::Failed {
-                code: "timeout".into(),
+                code: gantry_core::domain::FailureCode::Timeout,
                 message: String::new(),
             },
             500,
@@ -417,7 +441,7 @@ async fn a_stale_submitter_finishing_after_its_lease_expired_changes_nothing() {
     };
     assert_eq!(
         store.claim_submit(&task, 50, 100).await.unwrap(),
-        Claim::Skip("submitting".into()),
+        Claim::Skip(Some(gantry_core::domain::TaskStatus::Submitting)),
         "lease still held"
     );
     let Claim::Claimed { attempt: b, .. } = store.claim_submit(&task, 200, 100).await.unwrap() else {
@@ -425,20 +449,32 @@ async fn a_stale_submitter_finishing_after_its_lease_expired_changes_nothing() {
     };
     assert_eq!((a, b), (1, 2));
     assert!(store
-        .mark_running(&task, b, ("grsai", "remote-b"), 210, 300)
+        .mark_running(
+            &task,
+            b,
+            (gantry_core::domain::ProviderName::Grsai, "remote-b"),
+            210,
+            300
+        )
         .await
         .unwrap());
     // A wakes up: neither its remote id nor its result may overwrite B's.
     assert!(!store
-        .mark_running(&task, a, ("grsai", "remote-a"), 220, 300)
+        .mark_running(
+            &task,
+            a,
+            (gantry_core::domain::ProviderName::Grsai, "remote-a"),
+            220,
+            300
+        )
         .await
         .unwrap());
     let late = Outcome::Failed {
-        code: "provider_error".into(),
+        code: gantry_core::domain::FailureCode::ProviderError,
         message: "stale".into(),
     };
     assert!(!store.finish_task(&task, Some(a), &late, 230).await.unwrap());
-    let target = store.poll_target(&task).await.unwrap().unwrap();
+    let target = store.task_row(&task).await.unwrap().unwrap();
     assert_eq!(
         (target.status.as_str(), target.attempt, target.remote_id.as_str()),
         ("running", 2, "remote-b")

@@ -5,7 +5,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use gantry_core::{config::Secret, Config};
+use gantry_core::{
+    config::Secret,
+    domain::{Mode, Model},
+    model::{BatchView, TaskView},
+    Config,
+};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -17,15 +22,15 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// The demo's batch: six shots for an ad, the fourth forced to fail by the simulator.
 pub fn demo_batch() -> Value {
     json!({
-        "mode": "parallel",
+        "mode": Mode::Parallel,
         "metadata": {"campaign": "demo"},
         "tasks": [
-            {"custom_id": "opening", "model": "sora-2", "prompt": "A sunrise over a quiet harbour", "aspect_ratio": "16:9", "duration": 10},
-            {"custom_id": "product", "model": "veo3.1-fast", "prompt": "A glass bottle turning on a pedestal", "aspect_ratio": "16:9"},
-            {"custom_id": "hands", "model": "veo3.1-fast", "prompt": "Hands opening the bottle", "aspect_ratio": "9:16"},
-            {"custom_id": "glitch", "model": "veo3.1-pro", "prompt": "A shot the provider rejects [sim:fail]", "aspect_ratio": "16:9"},
-            {"custom_id": "people", "model": "sora-2", "prompt": "Friends laughing at a beach party", "aspect_ratio": "9:16", "duration": 15},
-            {"custom_id": "logo", "model": "veo-pro", "prompt": "The logo forms out of sea foam", "aspect_ratio": "16:9"}
+            {"custom_id": "opening", "model": Model::Sora2, "prompt": "A sunrise over a quiet harbour", "aspect_ratio": "16:9", "duration": 10},
+            {"custom_id": "product", "model": Model::Veo31Fast, "prompt": "A glass bottle turning on a pedestal", "aspect_ratio": "16:9"},
+            {"custom_id": "hands", "model": Model::Veo31Fast, "prompt": "Hands opening the bottle", "aspect_ratio": "9:16"},
+            {"custom_id": "glitch", "model": Model::Veo31Pro, "prompt": "A shot the provider rejects [sim:fail]", "aspect_ratio": "16:9"},
+            {"custom_id": "people", "model": Model::Sora2, "prompt": "Friends laughing at a beach party", "aspect_ratio": "9:16", "duration": 15},
+            {"custom_id": "logo", "model": Model::Veo31Pro, "prompt": "The logo forms out of sea foam", "aspect_ratio": "16:9"}
         ]
     })
 }
@@ -118,44 +123,37 @@ async fn drive(stack: &DevStack) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let final_batch = loop {
-        let batch: Value = ok_json(
+        let batch: BatchView = ok_json(
             http.get(format!("{base}/v1/batches/{batch_id}"))
                 .bearer_auth(&key)
                 .send()
                 .await?,
         )
         .await?;
-        let tasks: Value = ok_json(
+        let tasks: Page<TaskView> = ok_json(
             http.get(format!("{base}/v1/batches/{batch_id}/tasks"))
                 .bearer_auth(&key)
                 .send()
                 .await?,
         )
         .await?;
-        for (bar, task) in task_bars
-            .iter()
-            .zip(tasks["data"].as_array().into_iter().flatten())
-        {
-            bar.set_position(task["progress"].as_u64().unwrap_or(0));
+        for (bar, task) in task_bars.iter().zip(&tasks.data) {
+            bar.set_position(u64::from(task.progress));
             bar.set_message(format!(
                 "{:<10} {:<12} {}",
-                task["status"].as_str().unwrap_or("?"),
-                task["model"].as_str().unwrap_or("?"),
-                task["custom_id"].as_str().unwrap_or("")
+                task.status,
+                task.model,
+                task.custom_id.as_deref().unwrap_or("")
             ));
         }
-        let counts = &batch["request_counts"];
-        let done = ["succeeded", "failed", "cancelled"]
-            .iter()
-            .map(|k| counts[k].as_u64().unwrap_or(0))
-            .sum();
-        batch_bar.set_position(done);
-        batch_bar.set_message(batch["status"].as_str().unwrap_or("?").to_owned());
-        if batch["status"] == "completed" || batch["status"] == "cancelled" {
+        let counts = &batch.request_counts;
+        batch_bar.set_position(counts.succeeded + counts.failed + counts.cancelled);
+        batch_bar.set_message(batch.status.to_string());
+        if batch.status.is_final() {
             break batch;
         }
         if started.elapsed() > DEADLINE {
-            bail!("the batch did not finish within {DEADLINE:?}: {batch}");
+            bail!("the batch did not finish within {DEADLINE:?}: {batch:?}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
@@ -170,19 +168,19 @@ async fn drive(stack: &DevStack) -> anyhow::Result<()> {
             .await?,
     )
     .await?;
-    let counts = &final_batch["request_counts"];
+    let counts = &final_batch.request_counts;
     println!();
     println!(
         "batch {batch_id} {} in {:.1}s: {} succeeded, {} failed",
-        final_batch["status"].as_str().unwrap_or("?"),
+        final_batch.status,
         started.elapsed().as_secs_f64(),
-        counts["succeeded"],
-        counts["failed"]
+        counts.succeeded,
+        counts.failed
     );
     println!(
         "settlement: charged {} credits, refunded {}; tenant balance {} (frozen {}, charged {})",
-        final_batch["credits"]["charged"],
-        final_batch["credits"]["refunded"],
+        final_batch.credits.charged,
+        final_batch.credits.refunded,
         credits["balance"],
         credits["frozen"],
         credits["charged"]
@@ -191,11 +189,17 @@ async fn drive(stack: &DevStack) -> anyhow::Result<()> {
 }
 
 /// The JSON body of a 2xx answer, or an error quoting the problem document.
-async fn ok_json(response: reqwest::Response) -> anyhow::Result<Value> {
+async fn ok_json<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> anyhow::Result<T> {
     let status = response.status();
     let body = response.text().await?;
     if !status.is_success() {
         bail!("HTTP {status}: {body}");
     }
     serde_json::from_str(&body).with_context(|| format!("unreadable answer: {body}"))
+}
+
+/// One page of a list, as the API answers it.
+#[derive(serde::Deserialize)]
+struct Page<T> {
+    data: Vec<T>,
 }

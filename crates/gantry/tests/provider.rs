@@ -4,7 +4,7 @@
 mod common;
 
 use common::{veo, TestApp};
-use gantry_core::config::{ProviderName, Secret};
+use gantry_core::{config::Secret, domain::ProviderName};
 use gantry_testkit::free_port;
 use reqwest::StatusCode;
 use serde_json::{json, Value};

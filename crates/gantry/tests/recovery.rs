@@ -216,7 +216,7 @@ async fn the_sweeper_settles_a_batch_whose_settle_message_was_lost_and_releases_
             last_frame_url: None,
         },
         gantry_core::store::Outcome::Failed {
-            code: "provider_error".into(),
+            code: gantry_core::domain::FailureCode::ProviderError,
             message: "x".into(),
         },
     ]
@@ -356,7 +356,10 @@ async fn the_sweeper_finishes_a_cancel_that_was_interrupted() {
     let (tenant, key) = store.create_tenant("t", 100).await.unwrap();
     let batch_id = write_batch(&store, &tenant, json!({"tasks": [veo("a"), veo("b"), veo("c")]})).await;
     // The gateway marked the batch cancelling, then died before cancelling its tasks.
-    assert_eq!(store.cancel_batch(&batch_id).await.unwrap(), None);
+    assert_eq!(
+        store.cancel_batch(&batch_id).await.unwrap(),
+        gantry_core::store::CancelBatch::Cancelling
+    );
 
     let url = redis.url();
     let app = TestApp::start_with(move |c| {

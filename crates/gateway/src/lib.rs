@@ -11,7 +11,8 @@ use std::{future::IntoFuture, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{extract::DefaultBodyLimit, middleware, Router};
-use gantry_core::{providers::Providers, Config, Store};
+use gantry_core::{Config, Store};
+use gantry_provider::Providers;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

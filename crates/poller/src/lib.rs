@@ -4,22 +4,22 @@
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::Context;
 use gantry_core::{
-    config::ProviderName,
+    domain::{FailureCode, TaskStatus},
     model::now_ms,
-    providers::Providers,
-    retry::{self, Decision},
     schedule::next_poll_delay,
-    store::{Outcome, PollTarget, ScheduleKind},
+    service::{self, Limits, Source},
+    store::{Outcome, ScheduleKind, TaskRow},
     Config, Store,
 };
-use gantry_provider::{ProviderError, RemoteStatus};
+use gantry_provider::{
+    outcome::{self, Decision, PollStep},
+    Provider, ProviderError, Providers,
+};
 use gantry_telemetry::{
     context,
     metrics::{record_in_flight_limits, record_schedule},
 };
-use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -32,80 +32,74 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         providers,
         config: config.clone(),
     });
-    let permits = Arc::new(Semaphore::new(config.poller.concurrency));
-    let partitions = poller.store.keys().partitions();
-    let mut in_flight = JoinSet::new();
-    let mut offset = 0;
     tracing::info!("poller started");
-    record_in_flight_limits(&[
-        ("grsai", config.provider.limits.grsai.max_in_flight),
-        ("seedance", config.provider.limits.seedance.max_in_flight),
-    ]);
+    record_in_flight_limits(&Providers::in_flight_limits(config));
     let sampler = tokio::spawn(sample(poller.store.clone(), config.clone(), shutdown.clone()));
-    while !shutdown.is_cancelled() {
-        while in_flight.try_join_next().is_some() {}
-        let free = permits.available_permits();
-        if free == 0 {
-            // Every slot is busy: wait for one to free up.
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = in_flight.join_next() => continue,
+    let mut due = DuePolls {
+        poller: poller.clone(),
+        offset: 0,
+    };
+    let limits = Limits {
+        concurrency: config.poller.concurrency,
+        grace: Duration::from_millis(config.shutdown.grace_ms),
+    };
+    service::run(&mut due, limits, &shutdown, move |task_id: String| {
+        let poller = poller.clone();
+        async move {
+            if let Err(e) = poller.poll(&task_id).await {
+                // The claim lease expires and the task is polled again.
+                tracing::error!(task.id = %task_id, error = %e, "poll failed");
             }
         }
-        let claimed = match poller.claim(offset, free).await {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::error!(error = %e, "claiming due polls failed");
-                wait(&shutdown, Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        // Start from another partition next time, so none is favoured.
-        offset = (offset + 1) % partitions;
-        if claimed.is_empty() {
-            let pause = poller.idle_pause().await;
-            wait(&shutdown, pause).await;
-            continue;
-        }
-        for task_id in claimed {
-            let permit = permits
-                .clone()
-                .acquire_owned()
-                .await
-                .context("semaphore closed")?;
-            let poller = poller.clone();
-            in_flight.spawn(async move {
-                if let Err(e) = poller.poll(&task_id).await {
-                    // The claim lease expires and the task is polled again.
-                    tracing::error!(task.id = %task_id, error = %e, "poll failed");
-                }
-                drop(permit);
-            });
-        }
-    }
-    gantry_core::drain(&mut in_flight, Duration::from_millis(config.shutdown.grace_ms)).await;
+    })
+    .await;
     let _ = sampler.await;
     tracing::info!("poller stopped");
     Ok(())
 }
 
+/// Due polls, claimed from the poll schedules of every partition (a claim leases the task); when nothing is due,
+/// waits until the next due time, at most `poller.idle_wait_ms`.
+struct DuePolls {
+    poller: Arc<Poller>,
+    /// The partition to start from; it turns, so none is favoured.
+    offset: u32,
+}
+
+impl Source for DuePolls {
+    type Item = String;
+
+    async fn next(&mut self, max: usize, shutdown: &CancellationToken) -> Option<Vec<String>> {
+        if shutdown.is_cancelled() {
+            return None;
+        }
+        let claimed = match self.poller.claim(self.offset, max).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming due polls failed");
+                service::pause(shutdown, Duration::from_secs(1)).await;
+                return Some(Vec::new());
+            }
+        };
+        self.offset = (self.offset + 1) % self.poller.store.keys().partitions();
+        if claimed.is_empty() {
+            let pause = self.poller.idle_pause().await;
+            service::pause(shutdown, pause).await;
+        }
+        Some(claimed)
+    }
+}
+
 /// Every `telemetry.sample_interval_ms`, the size of the poll schedules and how much of them is due.
 async fn sample(store: Store, config: Config, shutdown: CancellationToken) {
     let period = Duration::from_millis(config.telemetry.sample_interval_ms);
-    gantry_core::every(period, &shutdown, || async {
+    service::every(period, &shutdown, || async {
         match store.schedule_stats(ScheduleKind::Polls, now_ms()).await {
             Ok((size, due)) => record_schedule(ScheduleKind::Polls.as_str(), size, due),
             Err(e) => tracing::debug!(error = %e, "sampling the poll schedule failed"),
         }
     })
     .await;
-}
-
-async fn wait(shutdown: &CancellationToken, pause: Duration) {
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = tokio::time::sleep(pause) => {}
-    }
 }
 
 struct Poller {
@@ -141,15 +135,14 @@ impl Poller {
     }
 
     async fn poll(&self, task_id: &str) -> anyhow::Result<()> {
-        let Some(target) = self.store.poll_target(task_id).await? else {
-            self.store.unschedule_poll(task_id).await?;
-            return Ok(());
+        let target = match self.store.task_row(task_id).await? {
+            Some(target) if target.status == TaskStatus::Running => target,
+            // Gone, finished meanwhile (or not started): nothing to ask the provider.
+            _ => {
+                self.store.unschedule_poll(task_id).await?;
+                return Ok(());
+            }
         };
-        if target.status != "running" {
-            // Finished meanwhile (or not started): nothing to ask the provider.
-            self.store.unschedule_poll(task_id).await?;
-            return Ok(());
-        }
         // One short span per poll, a child of the request that created the batch.
         let span = tracing::info_span!(
             "poll",
@@ -157,25 +150,29 @@ impl Poller {
             batch.id = %target.batch_id,
             tenant.id = %target.tenant_id,
             model = %target.model,
-            provider = %target.provider,
+            provider = tracing::field::Empty,
             attempt = target.attempt,
             poll = target.polls + 1,
         );
+        if let Some(provider) = target.provider {
+            span.record("provider", provider.as_str());
+        }
         context::set_parent(&span, target.traceparent.as_deref());
         self.poll_running(task_id, &target).instrument(span).await
     }
 
-    async fn poll_running(&self, task_id: &str, target: &PollTarget) -> anyhow::Result<()> {
+    async fn poll_running(&self, task_id: &str, target: &TaskRow) -> anyhow::Result<()> {
         let now = now_ms();
         let elapsed = now.saturating_sub(target.submitted_at);
-        let provider = self
+        let name = target.running_provider()?;
+        let provider: Arc<dyn Provider> = self
             .providers
-            .by_name(ProviderName::parse(&target.provider).unwrap_or(ProviderName::Grsai));
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("provider {name} is not configured"))?;
         if elapsed > self.config.poller.deadline_ms {
-            let message = format!("still running {} s after submission", elapsed / 1000);
             let outcome = Outcome::Failed {
-                code: "timeout".into(),
-                message,
+                code: FailureCode::Timeout,
+                message: format!("still running {} s after submission", elapsed / 1000),
             };
             self.finish(task_id, target, outcome).await?;
             // Best effort: stop the remote work we will not use (where the provider can).
@@ -185,34 +182,14 @@ impl Poller {
             return Ok(());
         }
         match provider.status(&target.remote_id).await {
-            Ok(RemoteStatus::Pending) => self.reschedule(task_id, target, target.progress, None).await,
-            Ok(RemoteStatus::Running { progress }) => self.reschedule(task_id, target, progress, None).await,
-            Ok(RemoteStatus::Succeeded {
-                video_url,
-                last_frame_url,
-            }) => {
-                self.finish(
-                    task_id,
-                    target,
-                    Outcome::Succeeded {
-                        video_url,
-                        last_frame_url,
-                    },
-                )
-                .await
-            }
-            Ok(RemoteStatus::Failed { code, message }) => {
-                self.finish(
-                    task_id,
-                    target,
-                    Outcome::Failed {
-                        code: code.as_str().into(),
-                        message,
-                    },
-                )
-                .await
-            }
-            Err(e) => match retry::decide(&self.config.retry, &e, target.poll_errors + 1) {
+            Ok(status) => match outcome::poll_step(status) {
+                PollStep::Continue { progress } => {
+                    let progress = progress.unwrap_or(target.progress);
+                    self.reschedule(task_id, target, progress, None).await
+                }
+                PollStep::Finish(outcome) => self.finish(task_id, target, outcome).await,
+            },
+            Err(e) => match outcome::decide(&self.config.retry, &e, target.poll_errors + 1) {
                 Decision::RetryAfter(wait) => {
                     tracing::warn!(error = %e, "status call failed; polling again later");
                     self.reschedule(task_id, target, target.progress, Some((&e, wait)))
@@ -220,20 +197,7 @@ impl Poller {
                 }
                 Decision::GiveUp => {
                     tracing::warn!(error = %e, errors = target.poll_errors + 1, "status calls keep failing");
-                    let code = if matches!(e, ProviderError::Rejected { .. }) {
-                        "rejected"
-                    } else {
-                        "provider_error"
-                    };
-                    self.finish(
-                        task_id,
-                        target,
-                        Outcome::Failed {
-                            code: code.into(),
-                            message: e.to_string(),
-                        },
-                    )
-                    .await
+                    self.finish(task_id, target, outcome::given_up(&e)).await
                 }
             },
         }
@@ -244,7 +208,7 @@ impl Poller {
     async fn reschedule(
         &self,
         task_id: &str,
-        target: &PollTarget,
+        target: &TaskRow,
         progress: u8,
         failure: Option<(&ProviderError, Duration)>,
     ) -> anyhow::Result<()> {
@@ -268,7 +232,7 @@ impl Poller {
         Ok(())
     }
 
-    async fn finish(&self, task_id: &str, target: &PollTarget, outcome: Outcome) -> anyhow::Result<()> {
+    async fn finish(&self, task_id: &str, target: &TaskRow, outcome: Outcome) -> anyhow::Result<()> {
         let applied = self
             .store
             .finish_task(task_id, Some(target.attempt), &outcome, now_ms())

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use tracing::instrument;
 
-use crate::{http::HttpApi, CreateRequest, Provider, RemoteStatus, Result};
+use crate::{http::HttpApi, CreateRequest, Model, Provider, ProviderName, RemoteStatus, Result};
 
 mod classify;
 mod wire;
@@ -41,18 +41,35 @@ impl GrsaiClient {
     /// Fails with [`crate::ProviderError::Rejected`] and status 0 (no request was sent) when the base URL does not
     /// parse, the key cannot be sent as a header, or the HTTP client cannot be built.
     pub fn new(config: GrsaiConfig) -> Result<Self> {
-        let api = HttpApi::new("grsai", &config.base_url, config.api_key, config.timeout)?;
+        let api = HttpApi::new(
+            ProviderName::Grsai.as_str(),
+            &config.base_url,
+            config.api_key,
+            config.timeout,
+        )?;
         Ok(Self { api })
     }
 }
 
 #[async_trait]
 impl Provider for GrsaiClient {
-    fn name(&self) -> &'static str {
-        "grsai"
+    fn name(&self) -> ProviderName {
+        ProviderName::Grsai
     }
 
-    #[instrument(skip_all, fields(provider = "grsai", model = %request.model))]
+    fn callback_status(&self, body: &[u8]) -> Option<RemoteStatus> {
+        parse_grsai_callback(body).ok().map(|(_, status)| status)
+    }
+
+    /// Sora-2 on Grsai has no first-frame input: the previous shot's last frame goes in as its reference image.
+    fn start_from_frame(&self, request: &mut CreateRequest, frame: String) {
+        match request.model {
+            Model::Sora2 => request.reference_image_urls = vec![frame],
+            Model::Veo31Fast | Model::Veo31Pro => request.first_frame_url = Some(frame),
+        }
+    }
+
+    #[instrument(skip_all, fields(provider = %ProviderName::Grsai, model = %request.model))]
     async fn create(&self, request: &CreateRequest) -> Result<String> {
         let body = CreateBody::new(request);
         if request.reference_image_urls.len() > wire::MAX_VEO_REFERENCES && matches!(body, CreateBody::Veo(_))
@@ -79,7 +96,7 @@ impl Provider for GrsaiClient {
         result
     }
 
-    #[instrument(skip_all, fields(provider = "grsai", remote.id = %remote_id))]
+    #[instrument(skip_all, fields(provider = %ProviderName::Grsai, remote.id = %remote_id))]
     async fn status(&self, remote_id: &str) -> Result<RemoteStatus> {
         let result = match self
             .api

@@ -1,59 +1,29 @@
 //! The provider boundary: what Gantry asks of a remote video generator, and its clients: Grsai ([`GrsaiClient`]) and
 //! Seedance on BytePlus ModelArk ([`SeedanceClient`]).
 //!
-//! Services know the [`Provider`] trait only. Errors are classified as types ([`ProviderError`]) so that the
-//! retry policy never matches on strings; every client shares one HTTP classification. Callback bodies are read with
-//! [`parse_grsai_callback`] and [`parse_seedance_callback`], which map exactly like the status calls.
+//! Services know the [`Provider`] trait and the [`Providers`] registry only: how each provider differs (its API,
+//! its callbacks, whether it can cancel, how a chained shot starts from the previous one's last frame) lives in its
+//! client here. Errors are classified as types ([`ProviderError`]) so that the retry policy never matches on
+//! strings; every client shares one HTTP classification. What an answer means for a task is decided in
+//! [`outcome`]. Adding a provider means a client module, an arm in `registry::client`, a [`ProviderName`] and
+//! a config section.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use gantry_core::domain::{FailureCode, Model, ProviderName};
 
 mod classify;
 mod grsai;
 mod http;
+mod limited;
+pub mod outcome;
+mod registry;
 mod seedance;
 
 pub use grsai::{parse_grsai_callback, GrsaiClient, GrsaiConfig};
+pub use registry::Providers;
 pub use seedance::{parse_seedance_callback, SeedanceClient, SeedanceConfig};
-
-/// A model Gantry can generate with, by its canonical name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Model {
-    #[serde(rename = "sora-2")]
-    Sora2,
-    #[serde(rename = "veo3.1-fast")]
-    Veo31Fast,
-    #[serde(rename = "veo3.1-pro")]
-    Veo31Pro,
-}
-
-impl Model {
-    /// Parses a canonical name or one of the aliases the old app used (`veo-flash`, `veo-pro`).
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "sora-2" => Some(Self::Sora2),
-            "veo3.1-fast" | "veo-flash" => Some(Self::Veo31Fast),
-            "veo3.1-pro" | "veo-pro" => Some(Self::Veo31Pro),
-            _ => None,
-        }
-    }
-
-    /// The canonical name, as the provider expects it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sora2 => "sora-2",
-            Self::Veo31Fast => "veo3.1-fast",
-            Self::Veo31Pro => "veo3.1-pro",
-        }
-    }
-}
-
-impl std::fmt::Display for Model {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One generation request, already validated by the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,40 +39,6 @@ pub struct CreateRequest {
     pub last_frame_url: Option<String>,
     /// Where the provider should call back; `None` means polling mode (`webHook: "-1"`).
     pub webhook_url: Option<String>,
-}
-
-/// Why a remote task failed, in Gantry's vocabulary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureCode {
-    InputModeration,
-    OutputModeration,
-    ProviderError,
-    Timeout,
-    Rejected,
-}
-
-impl FailureCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InputModeration => "input_moderation",
-            Self::OutputModeration => "output_moderation",
-            Self::ProviderError => "provider_error",
-            Self::Timeout => "timeout",
-            Self::Rejected => "rejected",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "input_moderation" => Self::InputModeration,
-            "output_moderation" => Self::OutputModeration,
-            "provider_error" => Self::ProviderError,
-            "timeout" => Self::Timeout,
-            "rejected" => Self::Rejected,
-            _ => return None,
-        })
-    }
 }
 
 /// The state of a remote task as the provider reports it.
@@ -151,8 +87,8 @@ pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
 /// A remote video generator.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
-    /// A short stable name for logs and metrics, e.g. `grsai`.
-    fn name(&self) -> &'static str;
+    /// Which provider this is (logs, metrics, limits, callback URLs).
+    fn name(&self) -> ProviderName;
 
     /// Creates the remote task and returns its id.
     async fn create(&self, request: &CreateRequest) -> Result<String>;
@@ -160,9 +96,27 @@ pub trait Provider: Send + Sync + 'static {
     /// Asks for the state of a remote task.
     async fn status(&self, remote_id: &str) -> Result<RemoteStatus>;
 
+    /// Whether [`Provider::cancel`] can stop a remote task.
+    fn can_cancel(&self) -> bool {
+        false
+    }
+
     /// Cancels a remote task where the provider supports it; `Ok(false)` where it does not.
     async fn cancel(&self, remote_id: &str) -> Result<bool> {
         let _ = remote_id;
         Ok(false)
+    }
+
+    /// What a webhook body of this provider says about its task; `None` when it cannot be read. A callback is
+    /// only a hint (its news is confirmed with a status call), so this decides whether one is worth confirming.
+    fn callback_status(&self, body: &[u8]) -> Option<RemoteStatus> {
+        let _ = body;
+        None
+    }
+
+    /// The chain hand-off: makes `request` start from `frame`, the previous shot's last frame. By default the frame
+    /// is the first frame of the new shot.
+    fn start_from_frame(&self, request: &mut CreateRequest, frame: String) {
+        request.first_frame_url = Some(frame);
     }
 }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use tracing::instrument;
 
-use crate::{http::HttpApi, CreateRequest, Provider, ProviderError, RemoteStatus, Result};
+use crate::{http::HttpApi, CreateRequest, Provider, ProviderError, ProviderName, RemoteStatus, Result};
 
 mod classify;
 mod wire;
@@ -55,7 +55,12 @@ impl SeedanceClient {
                 message: "invalid seedance config: model is empty".to_owned(),
             });
         }
-        let api = HttpApi::new("seedance", &config.base_url, config.api_key, config.timeout)?;
+        let api = HttpApi::new(
+            ProviderName::Seedance.as_str(),
+            &config.base_url,
+            config.api_key,
+            config.timeout,
+        )?;
         Ok(Self { api, model })
     }
 
@@ -66,11 +71,19 @@ impl SeedanceClient {
 
 #[async_trait]
 impl Provider for SeedanceClient {
-    fn name(&self) -> &'static str {
-        "seedance"
+    fn name(&self) -> ProviderName {
+        ProviderName::Seedance
     }
 
-    #[instrument(skip_all, fields(provider = "seedance", model = %self.model))]
+    fn can_cancel(&self) -> bool {
+        true
+    }
+
+    fn callback_status(&self, body: &[u8]) -> Option<RemoteStatus> {
+        parse_seedance_callback(body).ok().map(|(_, status)| status)
+    }
+
+    #[instrument(skip_all, fields(provider = %ProviderName::Seedance, model = %self.model))]
     async fn create(&self, request: &CreateRequest) -> Result<String> {
         if !request.reference_image_urls.is_empty() || request.last_frame_url.is_some() {
             tracing::debug!(
@@ -92,7 +105,7 @@ impl Provider for SeedanceClient {
         result
     }
 
-    #[instrument(skip_all, fields(provider = "seedance", remote.id = %remote_id))]
+    #[instrument(skip_all, fields(provider = %ProviderName::Seedance, remote.id = %remote_id))]
     async fn status(&self, remote_id: &str) -> Result<RemoteStatus> {
         let result = match self.api.get("status", &Self::task_path(remote_id)).await {
             Ok(answer) => classify::remote_status(&answer),
@@ -106,7 +119,7 @@ impl Provider for SeedanceClient {
     }
 
     /// Cancels a queued task (BytePlus refuses to stop a running one; the simulator accepts both).
-    #[instrument(skip_all, fields(provider = "seedance", remote.id = %remote_id))]
+    #[instrument(skip_all, fields(provider = %ProviderName::Seedance, remote.id = %remote_id))]
     async fn cancel(&self, remote_id: &str) -> Result<bool> {
         let result = self.api.delete("cancel", &Self::task_path(remote_id)).await;
         match &result {
@@ -146,7 +159,7 @@ mod tests {
     #[test]
     fn config_needs_a_model() {
         let client = SeedanceClient::new(config("seedance-1-0-pro-250528")).expect("valid config");
-        assert_eq!(client.name(), "seedance");
+        assert_eq!(client.name(), ProviderName::Seedance);
         assert!(matches!(
             SeedanceClient::new(config("  ")),
             Err(ProviderError::Rejected { status: 0, .. })

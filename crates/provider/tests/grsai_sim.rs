@@ -64,7 +64,7 @@ async fn wait_for_end(client: &GrsaiClient, id: &str) -> RemoteStatus {
 async fn sora_and_veo_tasks_succeed() {
     let sim = start_sim(0).await;
     let client = client(&sim, sim.api_key(), Duration::from_secs(5));
-    assert_eq!(client.name(), "grsai");
+    assert_eq!(client.name(), gantry_provider::ProviderName::Grsai);
     for model in [Model::Sora2, Model::Veo31Fast, Model::Veo31Pro] {
         let id = client
             .create(&request(model, "a lighthouse at dusk"))

@@ -65,7 +65,7 @@ async fn wait_for_end(client: &SeedanceClient, id: &str) -> RemoteStatus {
 async fn task_succeeds_with_its_last_frame_and_keeps_the_first_frame() {
     let sim = start_sim(50).await;
     let client = client(&sim, sim.api_key());
-    assert_eq!(client.name(), "seedance");
+    assert_eq!(client.name(), gantry_provider::ProviderName::Seedance);
     let id = client
         .create(&request("a lighthouse at dusk", Some("http://img/first.png")))
         .await

@@ -2,14 +2,17 @@
 //! exactly once. Both steps are idempotent (the tenant step is keyed by batch id, the batch step checks the batch
 //! is still `settling`), so a message delivered twice changes nothing the second time.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use gantry_core::{
     consumer::{self, Consumer, ConsumerOptions, Delivery},
+    domain::TaskStatus,
     messages::Message,
     model::now_ms,
-    store::{BatchFigures, Settlement, StreamKind, TASK_STATES},
+    recovery,
+    service::{self, Limits},
+    store::{BatchFigures, Settlement, SettlementInput, StreamKind},
     Config, Store,
 };
 use gantry_telemetry::{
@@ -23,7 +26,11 @@ use tracing::Instrument;
 /// The consumer group of the settle streams.
 pub const GROUP: &str = "settlement";
 
-/// Runs settlement until `shutdown`.
+/// Settle messages handled at once. Batches settle independently (each step is keyed by batch id), so a
+/// duplicate message running beside the first changes nothing.
+const CONCURRENCY: usize = 8;
+
+/// Runs settlement, and the recovery sweep beside it, until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::connect_when_ready(config, &shutdown).await?;
     let streams = (0..store.keys().partitions())
@@ -40,14 +47,19 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     tracing::info!(consumer = consumer.name(), "settlement started");
     let sweeper = tokio::spawn(sweep(store.clone(), config.clone(), shutdown.clone()));
     let sampler = tokio::spawn(sample(store.clone(), config.clone(), shutdown.clone()));
-    while !shutdown.is_cancelled() {
-        let Some(deliveries) = consumer.next_until(&shutdown).await else {
-            break;
-        };
-        for delivery in deliveries {
-            handle(&store, config, &delivery).await;
+    let limits = Limits {
+        concurrency: CONCURRENCY,
+        grace: Duration::from_millis(config.shutdown.grace_ms),
+    };
+    let shared = Arc::new((store, config.clone()));
+    service::run(&mut consumer, limits, &shutdown, move |delivery| {
+        let shared = shared.clone();
+        async move {
+            let (store, config) = &*shared;
+            handle(store, config, &delivery).await
         }
-    }
+    })
+    .await;
     consumer.leave().await;
     let _ = sweeper.await;
     let _ = sampler.await;
@@ -55,25 +67,25 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     Ok(())
 }
 
-/// Every `sweeper.interval_ms`, finishes what a crash could have stranded (see `Store::sweep`); what the sweep
-/// counted on the way feeds the task-state, open-batch and reserved-credit gauges.
+/// Every `sweeper.interval_ms`, finishes what a crash could have stranded (see `gantry_core::recovery`); what
+/// the sweep counted on the way feeds the task-state, open-batch and reserved-credit gauges.
 async fn sweep(store: Store, config: Config, shutdown: CancellationToken) {
     let period = Duration::from_millis(config.sweeper.interval_ms);
-    gantry_core::every(period, &shutdown, || async {
-        match store.sweep(now_ms(), config.sweeper.reservation_grace_ms).await {
+    service::every(period, &shutdown, || async {
+        match recovery::sweep(&store, now_ms(), config.sweeper.reservation_grace_ms).await {
             Ok(report) => {
                 if report.repaired() {
-                    tracing::warn!(?report, "sweeper finished stranded work");
+                    tracing::warn!(?report, "recovery finished stranded work");
                 }
                 let m = metrics();
-                for (state, count) in TASK_STATES.iter().zip(report.task_states) {
+                for (state, count) in report.tasks_by_state() {
                     m.tasks
-                        .record(count, &[KeyValue::new("gantry.task.state", *state)]);
+                        .record(count, &[KeyValue::new("gantry.task.state", state.as_str())]);
                 }
                 m.batches_open.record(report.open_batches as u64, &[]);
                 m.credits_reserved.record(report.credits_reserved, &[]);
             }
-            Err(e) => tracing::warn!(error = %e, "sweep failed; trying again later"),
+            Err(e) => tracing::warn!(error = %e, "recovery sweep failed; trying again later"),
         }
     })
     .await;
@@ -82,7 +94,7 @@ async fn sweep(store: Store, config: Config, shutdown: CancellationToken) {
 /// Every `telemetry.sample_interval_ms`, the backlog of the settle streams and the size of the dead letters.
 async fn sample(store: Store, config: Config, shutdown: CancellationToken) {
     let period = Duration::from_millis(config.telemetry.sample_interval_ms);
-    gantry_core::every(period, &shutdown, || async {
+    service::every(period, &shutdown, || async {
         for kind in [StreamKind::Settle, StreamKind::Dead] {
             match store.stream_stats(kind, GROUP).await {
                 Ok(s) => record_stream(kind.as_str(), GROUP, s.length, s.lag, s.pending),
@@ -145,16 +157,22 @@ fn delivery_ms(id: &str) -> u64 {
 
 /// Settles one batch. `ready_at` is when its last task became terminal (the settle message's time, in ms).
 async fn settle(store: &Store, batch_id: &str, ready_at: u64) -> anyhow::Result<()> {
-    let Some((tenant_id, status, cost, succeeded_cost)) = store.settlement_input(batch_id).await? else {
+    let Some(SettlementInput {
+        tenant_id,
+        status,
+        cost,
+        cost_succeeded,
+    }) = store.settlement_input(batch_id).await?
+    else {
         tracing::error!("settle message for a batch that does not exist");
         return Ok(());
     };
     tracing::Span::current().record("tenant.id", tenant_id.as_str());
-    if status != "settling" && status != "cancelling" {
-        tracing::debug!(status, "batch is not settling; duplicate message ignored");
+    if !status.awaits_settlement() {
+        tracing::debug!(%status, "batch is not settling; duplicate message ignored");
         return Ok(());
     }
-    let (charged, refunded) = match store.settle(&tenant_id, batch_id, succeeded_cost).await? {
+    let (charged, refunded) = match store.settle(&tenant_id, batch_id, cost_succeeded).await? {
         Settlement::Settled { charged, refunded } => {
             tracing::info!(tenant.id = %tenant_id, charged, refunded, "batch settled");
             metrics().credits_charged.add(charged, &[]);
@@ -187,32 +205,32 @@ fn record_batch(figures: &BatchFigures, now: u64) {
     let m = metrics();
     m.batch_duration.record(
         seconds_between(figures.created_at, now),
-        &[KeyValue::new("gantry.batch.mode", figures.mode.clone())],
+        &[KeyValue::new("gantry.batch.mode", figures.mode.as_str())],
     );
     for task in &figures.tasks {
-        let model = KeyValue::new("gantry.model", task.model.clone());
+        let model = KeyValue::new("gantry.model", task.model.as_str());
         m.tasks_finished.add(
             1,
             &[
-                KeyValue::new("gantry.task.state", task.status.clone()),
+                KeyValue::new("gantry.task.state", task.status.as_str()),
                 model.clone(),
             ],
         );
-        let state = |name: &'static str| [KeyValue::new("gantry.task.state", name), model.clone()];
+        let state = |status: TaskStatus| [KeyValue::new("gantry.task.state", status.as_str()), model.clone()];
         if task.claimed_at > 0 {
             m.task_state_duration.record(
                 seconds_between(task.created_at, task.claimed_at),
-                &state("queued"),
+                &state(TaskStatus::Queued),
             );
         }
         if task.submitted_at > 0 {
             m.task_state_duration.record(
                 seconds_between(task.claimed_at, task.submitted_at),
-                &state("submitting"),
+                &state(TaskStatus::Submitting),
             );
             m.task_state_duration.record(
                 seconds_between(task.submitted_at, task.finished_at),
-                &state("running"),
+                &state(TaskStatus::Running),
             );
             m.task_polls.record(task.polls, std::slice::from_ref(&model));
         }

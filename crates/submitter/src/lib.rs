@@ -7,20 +7,22 @@ use anyhow::Context;
 use gantry_core::{
     callback,
     consumer::{self, Consumer, ConsumerOptions, Delivery},
+    domain::{FailureCode, TaskStatus},
     messages::Message,
     model::now_ms,
-    providers::Providers,
-    retry::{self, Decision},
+    service::{self, Limits, Source},
     store::{Claim, Outcome, ScheduleKind, StreamKind},
-    Config, Store,
+    Config, Store, StoreError,
 };
-use gantry_provider::{CreateRequest, Model, ProviderError};
+use gantry_provider::{
+    outcome::{self, Decision},
+    CreateRequest, ProviderError, ProviderName, Providers,
+};
 use gantry_telemetry::{
     context,
     metrics::{count_dead_letters, metrics, record_in_flight_limits, record_schedule, record_stream},
     KeyValue,
 };
-use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -40,59 +42,60 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         // Reclaim a dead submitter's messages only once the task's lease has run out.
         claim_idle: Duration::from_millis(config.submitter.lease_ms + 1_000),
     };
-    let mut consumer = Consumer::join(&store, GROUP, streams, options)
+    let consumer = Consumer::join(&store, GROUP, streams, options)
         .await
         .context("joining the submit streams")?;
     tracing::info!(consumer = consumer.name(), "submitter started");
-    record_in_flight_limits(&[
-        ("grsai", config.provider.limits.grsai.max_in_flight),
-        ("seedance", config.provider.limits.seedance.max_in_flight),
-    ]);
+    record_in_flight_limits(&Providers::in_flight_limits(config));
     let sampler = tokio::spawn(sample(store.clone(), config.clone(), shutdown.clone()));
     let worker = Arc::new(Worker {
-        store,
+        store: store.clone(),
         providers,
         config: config.clone(),
     });
-    let permits = Arc::new(Semaphore::new(config.submitter.concurrency));
-    let mut in_flight = JoinSet::new();
-    while !shutdown.is_cancelled() {
-        // Due retries become submit messages again (read below, by whichever submitter gets them).
-        if let Err(e) = worker
-            .store
-            .pump_retries(now_ms(), config.submitter.read_count)
-            .await
-        {
-            tracing::warn!(error = %e, "moving due retries failed");
-        }
-        let Some(deliveries) = consumer.next_until(&shutdown).await else {
-            break;
-        };
-        for delivery in deliveries {
-            let permit = permits
-                .clone()
-                .acquire_owned()
-                .await
-                .context("semaphore closed")?;
-            let worker = worker.clone();
-            in_flight.spawn(async move {
-                worker.handle(delivery).await;
-                drop(permit);
-            });
-        }
-        while in_flight.try_join_next().is_some() {}
-    }
-    gantry_core::drain(&mut in_flight, Duration::from_millis(config.shutdown.grace_ms)).await;
-    consumer.leave().await;
+    let mut source = SubmitSource {
+        consumer,
+        store,
+        pump_max: config.submitter.read_count,
+    };
+    let limits = Limits {
+        concurrency: config.submitter.concurrency,
+        grace: Duration::from_millis(config.shutdown.grace_ms),
+    };
+    service::run(&mut source, limits, &shutdown, move |delivery| {
+        let worker = worker.clone();
+        async move { worker.handle(delivery).await }
+    })
+    .await;
+    source.consumer.leave().await;
     let _ = sampler.await;
     tracing::info!("submitter stopped");
     Ok(())
 }
 
+/// The submit streams; before each read, due retries become submit messages again (read by whichever submitter
+/// gets them).
+struct SubmitSource {
+    consumer: Consumer,
+    store: Store,
+    pump_max: usize,
+}
+
+impl Source for SubmitSource {
+    type Item = Delivery;
+
+    async fn next(&mut self, max: usize, shutdown: &CancellationToken) -> Option<Vec<Delivery>> {
+        if let Err(e) = self.store.pump_retries(now_ms(), self.pump_max).await {
+            tracing::warn!(error = %e, "moving due retries failed");
+        }
+        Source::next(&mut self.consumer, max, shutdown).await
+    }
+}
+
 /// Every `telemetry.sample_interval_ms`, the backlog of the submit streams and of the retry schedule.
 async fn sample(store: Store, config: Config, shutdown: CancellationToken) {
     let period = Duration::from_millis(config.telemetry.sample_interval_ms);
-    gantry_core::every(period, &shutdown, || async {
+    service::every(period, &shutdown, || async {
         match store.stream_stats(StreamKind::Submit, GROUP).await {
             Ok(s) => record_stream(StreamKind::Submit.as_str(), GROUP, s.length, s.lag, s.pending),
             Err(e) => tracing::debug!(error = %e, "sampling the submit streams failed"),
@@ -158,37 +161,27 @@ impl Worker {
         count_dead_letters(GROUP, 1);
         if let Ok(Message::SubmitTask { task_id, .. }) = &delivery.message {
             let outcome = Outcome::Failed {
-                code: "provider_error".into(),
+                code: FailureCode::ProviderError,
                 message: format!("gave up: {reason}"),
             };
             // Only a task that never got to the provider fails; a running one belongs to the poller now.
-            let attempt = match self.store.poll_target(task_id).await {
-                Ok(Some(t)) if t.status == "queued" || t.status == "submitting" => Some(t.attempt),
-                Ok(_) => None,
-                Err(e @ gantry_core::StoreError::Redis(_)) => {
-                    return tracing::error!(error = %e, "reading a poisoned task failed");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "poisoned message names no task");
-                    None
-                }
-            };
-            let failed = match attempt {
-                Some(attempt) => {
+            let failed = match self.store.task_row(task_id).await {
+                Ok(Some(t)) if t.status.is_before_provider() => {
                     self.store
-                        .finish_task(task_id, Some(attempt), &outcome, now_ms())
+                        .finish_task(task_id, Some(t.attempt), &outcome, now_ms())
                         .await
                 }
-                None => Ok(false),
+                Ok(_) => Ok(false),
+                Err(e) => Err(e),
             };
             match failed {
                 Ok(_) => {}
                 // Redis is unreachable: leave the message pending; the next delivery tries again.
-                Err(e @ gantry_core::StoreError::Redis(_)) => {
+                Err(e @ StoreError::Redis(_)) => {
                     return tracing::error!(error = %e, "failing a poisoned task failed");
                 }
-                // Not a task at all: nothing to fail.
-                Err(e) => tracing::warn!(error = %e, "poisoned message names no task"),
+                // Not a task at all, or a damaged one: nothing to fail.
+                Err(e) => tracing::warn!(error = %e, "poisoned message names no task that can fail"),
             }
         }
         let maxlen = self.config.streams.dead_letter_maxlen;
@@ -216,28 +209,33 @@ impl Worker {
                 span.record("attempt", attempt);
                 (attempt, model, spec, chain_first_frame)
             }
-            Claim::Skip(status) if status == "submitting" => {
+            Claim::Skip(Some(TaskStatus::Submitting)) => {
                 // A duplicate: another submitter holds the task under a live lease. If that submitter dies, the
                 // sweeper sends the task again once the lease has run out.
                 tracing::debug!("task is being submitted elsewhere");
                 return Ok(());
             }
             Claim::Skip(status) => {
-                tracing::debug!(status, "nothing to submit");
+                tracing::debug!(status = ?status, "nothing to submit");
+                return Ok(());
+            }
+            Claim::Unusable { attempt, why } => {
+                tracing::error!(attempt, why, "stored task names an unknown model; failing it");
+                let outcome = Outcome::Failed {
+                    code: FailureCode::Rejected,
+                    message: "unknown model".into(),
+                };
+                self.store
+                    .finish_task(task_id, Some(attempt), &outcome, now_ms())
+                    .await?;
                 return Ok(());
             }
         };
-        let Some(model) = Model::parse(&model) else {
-            let outcome = Outcome::Failed {
-                code: "rejected".into(),
-                message: format!("unknown model {model}"),
-            };
-            self.store
-                .finish_task(task_id, Some(attempt), &outcome, now_ms())
-                .await?;
-            return Ok(());
-        };
-        let (provider_name, provider) = self.providers.for_model(model);
+        let provider = self
+            .providers
+            .for_model(model)
+            .with_context(|| format!("no provider serves {model}"))?;
+        let provider_name = provider.name();
         tracing::Span::current().record("provider", provider_name.as_str());
         let webhook_url = match (
             &self.config.provider.callback_base_url,
@@ -263,20 +261,15 @@ impl Worker {
             webhook_url,
         };
         if let Some(frame) = chain_first_frame {
-            // Visual continuity: the shot starts from the previous shot's last frame.
-            match (model, provider_name) {
-                (Model::Sora2, gantry_core::config::ProviderName::Grsai) => {
-                    request.reference_image_urls = vec![frame]
-                }
-                _ => request.first_frame_url = Some(frame),
-            }
+            // Visual continuity: the shot starts from the previous shot's last frame, the provider's way.
+            provider.start_from_frame(&mut request, frame);
         }
         match provider.create(&request).await {
             Ok(remote_id) => {
                 let now = now_ms();
                 let poller = &self.config.poller;
                 let first_poll = now + poller.expected_ms(model);
-                let remote = (provider_name.as_str(), remote_id.as_str());
+                let remote = (provider_name, remote_id.as_str());
                 if !self
                     .record_remote(task_id, attempt, remote, now, first_poll)
                     .await?
@@ -289,10 +282,7 @@ impl Worker {
                 }
                 tracing::info!(remote.id = %remote_id, attempt, provider = provider_name.as_str(), "task created");
             }
-            Err(e) => {
-                self.failed_create(task_id, attempt, provider_name.as_str(), &e)
-                    .await?
-            }
+            Err(e) => self.failed_create(task_id, attempt, provider_name, &e).await?,
         }
         Ok(())
     }
@@ -303,7 +293,7 @@ impl Worker {
         &self,
         task_id: &str,
         attempt: u32,
-        remote: (&str, &str),
+        remote: (ProviderName, &str),
         now: u64,
         first_poll: u64,
     ) -> anyhow::Result<bool> {
@@ -315,7 +305,7 @@ impl Worker {
                 .await
             {
                 Ok(applied) => return Ok(applied),
-                Err(e @ gantry_core::StoreError::Redis(_)) if now_ms() < give_up_at => {
+                Err(e @ StoreError::Redis(_)) if now_ms() < give_up_at => {
                     tracing::warn!(error = %e, "recording the remote task failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -329,23 +319,21 @@ impl Worker {
         &self,
         task_id: &str,
         attempt: u32,
-        provider: &'static str,
+        provider: ProviderName,
         error: &ProviderError,
     ) -> anyhow::Result<()> {
         let now = now_ms();
-        match retry::decide(&self.config.retry, error, attempt) {
+        match outcome::decide(&self.config.retry, error, attempt) {
             Decision::RetryAfter(wait) => {
-                let reason = match error {
-                    ProviderError::RateLimited { .. } => "rate_limited",
-                    _ => "transient",
-                };
-                metrics().task_retries.add(
-                    1,
-                    &[
-                        KeyValue::new("gantry.provider", provider),
-                        KeyValue::new("gantry.retry.reason", reason),
-                    ],
-                );
+                if let Some(reason) = outcome::retry_reason(error) {
+                    metrics().task_retries.add(
+                        1,
+                        &[
+                            KeyValue::new("gantry.provider", provider.as_str()),
+                            KeyValue::new("gantry.retry.reason", reason),
+                        ],
+                    );
+                }
                 let due = now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
                 tracing::warn!(error = %error, attempt, retry_in_ms = due - now, "provider create failed; retry scheduled");
                 self.store
@@ -353,17 +341,9 @@ impl Worker {
                     .await?;
             }
             Decision::GiveUp => {
-                let code = match error {
-                    ProviderError::Rejected { .. } => "rejected",
-                    ProviderError::RateLimited { .. } | ProviderError::Transient(_) => "provider_error",
-                };
                 tracing::warn!(error = %error, attempt, "provider create failed for good");
-                let outcome = Outcome::Failed {
-                    code: code.into(),
-                    message: error.to_string(),
-                };
                 self.store
-                    .finish_task(task_id, Some(attempt), &outcome, now)
+                    .finish_task(task_id, Some(attempt), &outcome::given_up(error), now)
                     .await?;
             }
         }

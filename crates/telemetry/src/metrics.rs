@@ -2,6 +2,7 @@
 //! before it, or without it, they record nothing). `proto-docs/metrics.md` lists them with their Prometheus
 //! names. Attribute values come from small fixed sets: never an id.
 
+use gantry_core::domain::{Model, ProviderName, TaskStatus};
 use std::sync::OnceLock;
 
 use opentelemetry::{
@@ -202,11 +203,10 @@ pub enum Role {
     Settlement,
 }
 
-/// The providers and their operations, as metric attribute values.
-pub const PROVIDERS: &[&str] = &["grsai", "seedance"];
-pub const TERMINAL_STATES: &[&str] = &["succeeded", "failed", "cancelled"];
-/// The models, as the `gantry.model` attribute.
-pub const MODELS: &[&str] = &["sora-2", "veo3.1-fast", "veo3.1-pro"];
+/// The providers, as the `gantry.provider` attribute.
+fn providers() -> impl Iterator<Item = &'static str> {
+    ProviderName::ALL.iter().map(|p| p.as_str())
+}
 
 /// Creates the counters `role` owns at zero, so queries over them return data before the first event.
 pub fn announce(role: Role) {
@@ -214,12 +214,12 @@ pub fn announce(role: Role) {
     match role {
         Role::Gateway => {
             m.credits_frozen.add(0, &[]);
-            for provider in PROVIDERS {
+            for provider in providers() {
                 for outcome in ["applied", "ignored", "rejected"] {
                     m.webhooks.add(
                         0,
                         &[
-                            KeyValue::new("gantry.provider", *provider),
+                            KeyValue::new("gantry.provider", provider),
                             KeyValue::new("gantry.webhook.outcome", outcome),
                         ],
                     );
@@ -228,12 +228,12 @@ pub fn announce(role: Role) {
         }
         Role::Submitter => {
             in_flight_zero();
-            for provider in PROVIDERS {
+            for provider in providers() {
                 for reason in ["rate_limited", "transient"] {
                     m.task_retries.add(
                         0,
                         &[
-                            KeyValue::new("gantry.provider", *provider),
+                            KeyValue::new("gantry.provider", provider),
                             KeyValue::new("gantry.retry.reason", reason),
                         ],
                     );
@@ -245,13 +245,13 @@ pub fn announce(role: Role) {
         Role::Settlement => {
             m.credits_charged.add(0, &[]);
             m.credits_refunded.add(0, &[]);
-            for state in TERMINAL_STATES {
-                for model in MODELS {
+            for state in TaskStatus::ALL.iter().filter(|s| s.is_terminal()) {
+                for model in Model::ALL {
                     m.tasks_finished.add(
                         0,
                         &[
-                            KeyValue::new("gantry.task.state", *state),
-                            KeyValue::new("gantry.model", *model),
+                            KeyValue::new("gantry.task.state", state.as_str()),
+                            KeyValue::new("gantry.model", model.as_str()),
                         ],
                     );
                 }
@@ -262,10 +262,10 @@ pub fn announce(role: Role) {
 }
 
 fn in_flight_zero() {
-    for provider in PROVIDERS {
+    for provider in providers() {
         metrics()
             .provider_in_flight
-            .add(0, &[KeyValue::new("gantry.provider", *provider)]);
+            .add(0, &[KeyValue::new("gantry.provider", provider)]);
     }
 }
 

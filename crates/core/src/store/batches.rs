@@ -7,8 +7,9 @@ use serde_json::json;
 
 use super::{Result, Store, StoreError};
 use crate::{
+    domain::{BatchStatus, TaskStatus},
     ids,
-    model::{BatchStatus, BatchView, TaskStatus, TaskView},
+    model::{BatchView, TaskView},
     validate::ValidBatch,
 };
 
@@ -37,7 +38,7 @@ impl Store {
             "id": batch_id,
             "tenant_id": tenant_id,
             "mode": batch.mode.as_str(),
-            "status": "queued",
+            "status": BatchStatus::Queued.as_str(),
             "total": total.to_string(),
             "n_queued": total.to_string(),
             "n_running": "0",
@@ -64,7 +65,7 @@ impl Store {
                     "model": task.model.as_str(),
                     "spec": serde_json::to_string(&task.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     "price": task.price.to_string(),
-                    "status": "queued",
+                    "status": TaskStatus::Queued.as_str(),
                     "progress": "0",
                     "attempts": "0",
                     "created_at": now.to_string(),
@@ -95,7 +96,7 @@ impl Store {
             return Ok(None);
         }
         let h: HashMap<String, String> = self.connection().hgetall(self.keys.batch(batch_id)).await?;
-        Ok(BatchView::from_hash(&h))
+        BatchView::from_hash(&h)
     }
 
     /// A tenant's batch; another tenant's batch is `None`, exactly like a missing one.
@@ -114,7 +115,7 @@ impl Store {
             .hget(self.keys.batch(&batch_id), "status")
             .query_async(&mut conn)
             .await?;
-        Ok(TaskView::from_hash(&task, settled(status.as_deref())))
+        TaskView::from_hash(&task, settled(status.as_deref())?)
     }
 
     /// A tenant's task; another tenant's task is `None`.
@@ -158,7 +159,11 @@ impl Store {
         }
         let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
         // A reservation whose batch was never written (a crash in between) has no hash: skip it.
-        let data = hashes.iter().filter_map(BatchView::from_hash).collect();
+        let data = hashes
+            .iter()
+            .map(BatchView::from_hash)
+            .filter_map(Result::transpose)
+            .collect::<Result<_>>()?;
         Ok(Page { data, has_more })
     }
 
@@ -183,7 +188,7 @@ impl Store {
             None => 0,
         };
         let total = usize::try_from(batch.request_counts.total).unwrap_or(0);
-        let settled = matches!(batch.status, BatchStatus::Completed | BatchStatus::Cancelled);
+        let settled = batch.status.is_final();
         let mut conn = self.connection();
         let mut data = Vec::new();
         let mut index = start;
@@ -195,12 +200,13 @@ impl Store {
                 pipe.hgetall(self.keys.task(&batch.id, &ids::task_id(&batch.id, i)));
             }
             let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-            data.extend(
-                hashes
-                    .iter()
-                    .filter_map(|h| TaskView::from_hash(h, settled))
-                    .filter(|t| status.is_none_or(|s| t.status == s)),
-            );
+            for hash in &hashes {
+                if let Some(task) = TaskView::from_hash(hash, settled)? {
+                    if status.is_none_or(|s| task.status == s) {
+                        data.push(task);
+                    }
+                }
+            }
             index = end;
         }
         let has_more = data.len() > limit;
@@ -209,9 +215,13 @@ impl Store {
     }
 }
 
-fn settled(status: Option<&str>) -> bool {
-    matches!(
-        status.and_then(BatchStatus::parse),
-        Some(BatchStatus::Completed | BatchStatus::Cancelled)
-    )
+/// Whether a batch of this stored status has settled its credits (a missing batch has not).
+fn settled(status: Option<&str>) -> Result<bool> {
+    match status {
+        Some(status) => status
+            .parse::<BatchStatus>()
+            .map(BatchStatus::is_final)
+            .map_err(|e| StoreError::Corrupt(e.to_string())),
+        None => Ok(false),
+    }
 }

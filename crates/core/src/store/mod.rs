@@ -13,11 +13,13 @@
 mod audit;
 mod batches;
 mod dead_letters;
+mod events;
 mod idempotency;
 mod limiter;
+mod open_work;
+pub(crate) mod row;
 mod scripts;
 mod stats;
-mod sweeper;
 mod tasks;
 mod tenants;
 
@@ -29,11 +31,12 @@ pub use self::{
     audit::Audit,
     batches::Page,
     dead_letters::DeadLetter,
+    events::{BatchEvent, EventReader},
     idempotency::{fingerprint, IdempotencyBegin, IdempotencyLease, IdempotentRequest, StoredAnswer},
     limiter::CallOutcome,
+    open_work::{OpenBatch, TaskLease},
     stats::{BatchFigures, ScheduleKind, StreamKind, StreamStats, TaskFigures},
-    sweeper::{SweepReport, TASK_STATES},
-    tasks::{Claim, Outcome, PollTarget},
+    tasks::{CancelBatch, Claim, Outcome, SettlementInput, TaskRow},
     tenants::{Credits, LedgerEntry, Reservation, Settlement},
 };
 use crate::keys::Keys;
@@ -79,7 +82,7 @@ impl Store {
     }
 
     /// A connection of its own, for blocking reads (`XREADGROUP BLOCK`) that must not stall the shared one.
-    pub async fn blocking_connection(&self, longest_block: Duration) -> Result<ConnectionManager> {
+    pub(crate) async fn blocking_connection(&self, longest_block: Duration) -> Result<ConnectionManager> {
         let config = Self::manager_config(Some(longest_block + Duration::from_secs(5)));
         Ok(ConnectionManager::new_with_config(self.client.clone(), config).await?)
     }
@@ -89,7 +92,7 @@ impl Store {
     }
 
     /// The shared connection, for reads that have no script of their own.
-    pub fn connection(&self) -> ConnectionManager {
+    pub(crate) fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }
 

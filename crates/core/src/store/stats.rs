@@ -4,7 +4,8 @@
 
 use redis::{streams::StreamInfoGroupsReply, AsyncCommands};
 
-use super::{Result, Store};
+use super::{row::Row, Result, Store};
+use crate::domain::{Mode, Model, TaskStatus};
 
 /// A kind of partition stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,20 +101,19 @@ impl Store {
 }
 
 /// What a settled batch's metrics are made of.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchFigures {
-    /// `parallel` or `chain`.
-    pub mode: String,
+    pub mode: Mode,
     /// When the batch was accepted (ms).
     pub created_at: u64,
     pub tasks: Vec<TaskFigures>,
 }
 
 /// One task's times (ms, 0 where it never got there) and status calls.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskFigures {
-    pub model: String,
-    pub status: String,
+    pub model: Model,
+    pub status: TaskStatus,
     pub created_at: u64,
     /// The last time a submitter took it (its last attempt).
     pub claimed_at: u64,
@@ -127,59 +127,50 @@ impl Store {
     /// The figures of a batch and its tasks (one pipelined read), or `None` when the batch does not exist.
     pub async fn batch_figures(&self, batch_id: &str) -> Result<Option<BatchFigures>> {
         let mut conn = self.connection();
-        let (mode, created_at, total): (Option<String>, Option<u64>, Option<usize>) = conn
-            .hmget(self.keys.batch(batch_id), &["mode", "created_at", "total"])
-            .await?;
-        let Some(mode) = mode else {
+        const BATCH: [&str; 3] = ["mode", "created_at", "total"];
+        const TASK: [&str; 7] = [
+            "model",
+            "status",
+            "created_at",
+            "claimed_at",
+            "submitted_at",
+            "finished_at",
+            "polls",
+        ];
+        let batch: Vec<Option<String>> = conn.hmget(self.keys.batch(batch_id), &BATCH).await?;
+        let batch = Row::of_fields("batch", &BATCH, &batch);
+        let Some(mode) = batch.parse_opt::<Mode>("mode")? else {
             return Ok(None);
         };
-        let total = total.unwrap_or(0);
+        let created_at = batch.number("created_at")?;
+        let total: usize = batch.number("total")?;
         let mut pipe = redis::pipe();
         for i in 0..total {
-            pipe.hmget(
-                self.keys.task(batch_id, &crate::ids::task_id(batch_id, i)),
-                &[
-                    "model",
-                    "status",
-                    "created_at",
-                    "claimed_at",
-                    "submitted_at",
-                    "finished_at",
-                    "polls",
-                ],
-            );
+            pipe.hmget(self.keys.task(batch_id, &crate::ids::task_id(batch_id, i)), &TASK);
         }
-        type Row = (
-            Option<String>,
-            Option<String>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-        );
-        let rows: Vec<Row> = if total == 0 {
+        let rows: Vec<Vec<Option<String>>> = if total == 0 {
             Vec::new()
         } else {
             pipe.query_async(&mut conn).await?
         };
         let tasks = rows
-            .into_iter()
-            .map(
-                |(model, status, created, claimed, submitted, finished, polls)| TaskFigures {
-                    model: model.unwrap_or_default(),
-                    status: status.unwrap_or_default(),
-                    created_at: created.unwrap_or(0),
-                    claimed_at: claimed.unwrap_or(0),
-                    submitted_at: submitted.unwrap_or(0),
-                    finished_at: finished.unwrap_or(0),
-                    polls: polls.unwrap_or(0),
-                },
-            )
-            .collect();
+            .iter()
+            .map(|values| {
+                let row = Row::of_fields("task", &TASK, values);
+                Ok(TaskFigures {
+                    model: row.parse("model")?,
+                    status: row.parse("status")?,
+                    created_at: row.number("created_at")?,
+                    claimed_at: row.number("claimed_at")?,
+                    submitted_at: row.number("submitted_at")?,
+                    finished_at: row.number("finished_at")?,
+                    polls: row.number("polls")?,
+                })
+            })
+            .collect::<Result<_>>()?;
         Ok(Some(BatchFigures {
             mode,
-            created_at: created_at.unwrap_or(0),
+            created_at,
             tasks,
         }))
     }

@@ -2,8 +2,12 @@
 
 use redis::AsyncCommands;
 
-use super::{Result, Store, StoreError};
-use crate::{ids, model::TaskSpec};
+use super::{row::Row, Result, Store, StoreError};
+use crate::{
+    domain::{BatchStatus, FailureCode, Model, ProviderName, TaskStatus},
+    ids,
+    model::TaskSpec,
+};
 
 /// What a submitter gets when it claims a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,14 +15,17 @@ pub enum Claim {
     /// The task is now `submitting` under this attempt.
     Claimed {
         attempt: u32,
-        model: String,
+        model: Model,
         spec: TaskSpec,
         /// The previous shot's last frame (chain mode), to use as this shot's first frame.
         chain_first_frame: Option<String>,
         tenant_id: String,
     },
-    /// Nothing to do: the task is in this state (or `missing`).
-    Skip(String),
+    /// Nothing to do: the task is in this state (`None`: there is no such task).
+    Skip(Option<TaskStatus>),
+    /// The task is now `submitting` under this attempt, but names a model this version does not know: it can
+    /// never be sent, and should fail.
+    Unusable { attempt: u32, why: String },
 }
 
 /// How a task ended.
@@ -29,7 +36,7 @@ pub enum Outcome {
         last_frame_url: Option<String>,
     },
     Failed {
-        code: String,
+        code: FailureCode,
         message: String,
     },
     /// Cancelled by the client; refunded at settlement.
@@ -38,17 +45,36 @@ pub enum Outcome {
     },
 }
 
-/// What a poller needs to poll a task.
+impl Outcome {
+    /// The terminal status this outcome moves a task to.
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            Self::Succeeded { .. } => TaskStatus::Succeeded,
+            Self::Failed { .. } => TaskStatus::Failed,
+            Self::Cancelled { .. } => TaskStatus::Cancelled,
+        }
+    }
+
+    /// The outcome of a task cancelled at the client's request.
+    pub fn cancelled_by_client() -> Self {
+        Self::Cancelled {
+            message: "cancelled by the client".into(),
+        }
+    }
+}
+
+/// A task's state as the workers see it (what a poller needs to poll it, a route to act on it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollTarget {
-    pub status: String,
+pub struct TaskRow {
+    pub status: TaskStatus,
     pub attempt: u32,
+    /// The provider's id of the task; empty before the provider has it.
     pub remote_id: String,
-    pub model: String,
+    pub model: Model,
     pub batch_id: String,
     pub progress: u8,
-    /// The provider that holds the remote task.
-    pub provider: String,
+    /// The provider that holds the remote task (`None` before a submitter reached one).
+    pub provider: Option<ProviderName>,
     /// Polls so far, and consecutive failed status calls.
     pub polls: u32,
     pub poll_errors: u32,
@@ -57,6 +83,38 @@ pub struct PollTarget {
     /// The W3C trace context of the request that created the batch.
     pub traceparent: Option<String>,
     pub tenant_id: String,
+}
+
+impl TaskRow {
+    /// The provider of a task that the provider holds (`running`); an error when the row does not say which.
+    pub fn running_provider(&self) -> Result<ProviderName> {
+        self.provider.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "running task of batch {} names no provider",
+                self.batch_id
+            ))
+        })
+    }
+}
+
+/// What settlement needs to know about a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementInput {
+    pub tenant_id: String,
+    pub status: BatchStatus,
+    /// Credits frozen for the batch, and the prices of its succeeded tasks.
+    pub cost: u64,
+    pub cost_succeeded: u64,
+}
+
+/// The answer to a batch cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelBatch {
+    /// The batch is `cancelling` now (or already was).
+    Cancelling,
+    /// The batch is in this state and can no longer be cancelled.
+    Refused(BatchStatus),
+    Missing,
 }
 
 fn batch_of(task_id: &str) -> Result<String> {
@@ -85,21 +143,47 @@ impl Store {
                 .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
                 .unwrap_or_default()
         };
+        const CLAIMED: [&str; 6] = [
+            "answer",
+            "attempts",
+            "model",
+            "spec",
+            "chain_first_frame",
+            "tenant_id",
+        ];
+        let values: Vec<Option<String>> = (0..CLAIMED.len()).map(|i| Some(text(i))).collect();
+        let row = Row::of_fields(task_id, &CLAIMED, &values);
         if text(0) != "ok" {
-            return Ok(Claim::Skip(text(1)));
+            // The script answers the state that forbids the claim, or `missing`.
+            return Ok(Claim::Skip(match text(1).as_str() {
+                "missing" => None,
+                status => Some(
+                    status
+                        .parse()
+                        .map_err(|e| StoreError::Corrupt(format!("{task_id}: {e}")))?,
+                ),
+            }));
         }
-        let attempt = text(1)
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("attempt of {task_id}")))?;
+        let attempt = row.parse("attempts")?;
+        // A damaged spec is an error (the message is retried, then buried as poison); a model this version does not
+        // know can never be sent, so the task fails at once.
         let spec = serde_json::from_str(&text(3))
-            .map_err(|e| StoreError::Corrupt(format!("spec of {task_id}: {e}")))?;
-        let frame = text(4);
+            .map_err(|e| StoreError::Corrupt(format!("{task_id}: field `spec` does not parse: {e}")))?;
+        let model = match row.parse("model") {
+            Ok(model) => model,
+            Err(e) => {
+                return Ok(Claim::Unusable {
+                    attempt,
+                    why: e.to_string(),
+                })
+            }
+        };
         Ok(Claim::Claimed {
             attempt,
-            model: text(2),
+            model,
             spec,
-            chain_first_frame: (!frame.is_empty()).then_some(frame),
-            tenant_id: text(5),
+            chain_first_frame: row.text("chain_first_frame").map(str::to_owned),
+            tenant_id: row.string("tenant_id")?,
         })
     }
 
@@ -108,7 +192,7 @@ impl Store {
         &self,
         task_id: &str,
         attempt: u32,
-        remote: (&str, &str),
+        remote: (ProviderName, &str),
         now: u64,
         first_poll_at: u64,
     ) -> Result<bool> {
@@ -124,7 +208,7 @@ impl Store {
             .arg(attempt)
             .arg(remote_id)
             .arg(first_poll_at)
-            .arg(provider)
+            .arg(provider.as_str())
             .invoke_async(&mut self.connection())
             .await?;
         Ok(applied == 1)
@@ -141,19 +225,19 @@ impl Store {
     ) -> Result<bool> {
         let batch_id = batch_of(task_id)?;
         let partition = self.keys.partition_of(&batch_id);
-        let (status, url, frame, code, message) = match outcome {
+        let status = outcome.status().as_str();
+        let (url, frame, code, message) = match outcome {
             Outcome::Succeeded {
                 video_url,
                 last_frame_url,
             } => (
-                "succeeded",
                 video_url.as_str(),
                 last_frame_url.as_deref().unwrap_or(""),
                 "",
                 "",
             ),
-            Outcome::Failed { code, message } => ("failed", "", "", code.as_str(), message.as_str()),
-            Outcome::Cancelled { message } => ("cancelled", "", "", "cancelled", message.as_str()),
+            Outcome::Failed { code, message } => ("", "", code.as_str(), message.as_str()),
+            Outcome::Cancelled { message } => ("", "", FailureCode::Cancelled.as_str(), message.as_str()),
         };
         let applied: i64 = self
             .scripts
@@ -180,8 +264,8 @@ impl Store {
         Ok(applied == 1)
     }
 
-    /// Marks a batch `cancelling`; returns `None` when it is, else the status that forbids it (`missing` if none).
-    pub async fn cancel_batch(&self, batch_id: &str) -> Result<Option<String>> {
+    /// Marks a batch `cancelling`, or says why it cannot be.
+    pub async fn cancel_batch(&self, batch_id: &str) -> Result<CancelBatch> {
         let answer: String = self
             .scripts
             .cancel_batch
@@ -189,7 +273,15 @@ impl Store {
             .key(self.keys.batch_events(batch_id))
             .invoke_async(&mut self.connection())
             .await?;
-        Ok((answer != "ok").then_some(answer))
+        Ok(match answer.as_str() {
+            "ok" => CancelBatch::Cancelling,
+            "missing" => CancelBatch::Missing,
+            status => CancelBatch::Refused(
+                status
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("batch {batch_id}: {e}")))?,
+            ),
+        })
     }
 
     /// `submitting → queued` with a retry scheduled at `due`; false if the attempt is stale.
@@ -267,49 +359,44 @@ impl Store {
         Ok(firsts.iter().flatten().map(|(_, score)| *score as u64).min())
     }
 
-    /// What a poller needs to know about a task.
-    pub async fn poll_target(&self, task_id: &str) -> Result<Option<PollTarget>> {
+    /// A task's state as the workers see it; `None` when there is no such task.
+    pub async fn task_row(&self, task_id: &str) -> Result<Option<TaskRow>> {
+        const FIELDS: [&str; 11] = [
+            "status",
+            "attempts",
+            "remote_id",
+            "model",
+            "progress",
+            "provider",
+            "polls",
+            "poll_errors",
+            "submitted_at",
+            "traceparent",
+            "tenant_id",
+        ];
         let batch_id = batch_of(task_id)?;
-        let key = self.keys.task(&batch_id, task_id);
-        let fields: Vec<Option<String>> = self
+        let values: Vec<Option<String>> = self
             .connection()
-            .hmget(
-                &key,
-                &[
-                    "status",
-                    "attempts",
-                    "remote_id",
-                    "model",
-                    "progress",
-                    "provider",
-                    "polls",
-                    "poll_errors",
-                    "submitted_at",
-                    "traceparent",
-                    "tenant_id",
-                ],
-            )
+            .hmget(self.keys.task(&batch_id, task_id), &FIELDS)
             .await?;
-        let text = |i: usize| fields.get(i).cloned().flatten();
-        let num = |i: usize| text(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let small = |i: usize| u32::try_from(num(i)).unwrap_or(u32::MAX);
-        Ok(match (text(0), text(3)) {
-            (Some(status), Some(model)) => Some(PollTarget {
-                status,
-                attempt: small(1),
-                remote_id: text(2).unwrap_or_default(),
-                model,
-                batch_id,
-                progress: u8::try_from(num(4).min(100)).unwrap_or(100),
-                provider: text(5).unwrap_or_else(|| "grsai".into()),
-                polls: small(6),
-                poll_errors: small(7),
-                submitted_at: num(8),
-                traceparent: text(9).filter(|t| !t.is_empty()),
-                tenant_id: text(10).unwrap_or_default(),
-            }),
-            _ => None,
-        })
+        let row = Row::of_fields(task_id, &FIELDS, &values);
+        let Some(status) = row.parse_opt::<TaskStatus>("status")? else {
+            return Ok(None);
+        };
+        Ok(Some(TaskRow {
+            status,
+            attempt: row.number("attempts")?,
+            remote_id: row.text("remote_id").unwrap_or_default().to_owned(),
+            model: row.parse("model")?,
+            batch_id,
+            progress: row.number::<u8>("progress")?.min(100),
+            provider: row.parse_opt("provider")?,
+            polls: row.number("polls")?,
+            poll_errors: row.number("poll_errors")?,
+            submitted_at: row.number("submitted_at")?,
+            traceparent: row.text("traceparent").map(str::to_owned),
+            tenant_id: row.string("tenant_id")?,
+        }))
     }
 
     /// Records progress of a running task and schedules its next poll; false when it left the schedule.
@@ -350,19 +437,23 @@ impl Store {
         Ok(())
     }
 
-    /// The sum of the prices of a batch's succeeded tasks, and its tenant, as recorded on the batch.
-    pub async fn settlement_input(&self, batch_id: &str) -> Result<Option<(String, String, u64, u64)>> {
-        let (tenant, status, cost, succeeded): (Option<String>, Option<String>, Option<u64>, Option<u64>) =
-            self.connection()
-                .hmget(
-                    self.keys.batch(batch_id),
-                    &["tenant_id", "status", "cost", "cost_succeeded"],
-                )
-                .await?;
-        Ok(match (tenant, status) {
-            (Some(t), Some(s)) => Some((t, s, cost.unwrap_or(0), succeeded.unwrap_or(0))),
-            _ => None,
-        })
+    /// What settlement needs to know about a batch; `None` when there is no such batch.
+    pub async fn settlement_input(&self, batch_id: &str) -> Result<Option<SettlementInput>> {
+        const FIELDS: [&str; 4] = ["tenant_id", "status", "cost", "cost_succeeded"];
+        let values: Vec<Option<String>> = self
+            .connection()
+            .hmget(self.keys.batch(batch_id), &FIELDS)
+            .await?;
+        let row = Row::of_fields(batch_id, &FIELDS, &values);
+        let Some(status) = row.parse_opt::<BatchStatus>("status")? else {
+            return Ok(None);
+        };
+        Ok(Some(SettlementInput {
+            tenant_id: row.string("tenant_id")?,
+            status,
+            cost: row.number("cost")?,
+            cost_succeeded: row.number("cost_succeeded")?,
+        }))
     }
 
     /// `settling → completed` with the settled amounts. False when the batch was not settling.
@@ -385,34 +476,5 @@ impl Store {
             .invoke_async(&mut self.connection())
             .await?;
         Ok(applied == 1)
-    }
-}
-
-impl Store {
-    /// Applies a provider's answer about a task's attempt: terminal answers finish the task (state-checked and
-    /// fenced by attempt, so duplicates and late answers change nothing); others change nothing here.
-    pub async fn apply_remote_status(
-        &self,
-        task_id: &str,
-        attempt: u32,
-        status: gantry_provider::RemoteStatus,
-        now: u64,
-    ) -> Result<bool> {
-        use gantry_provider::RemoteStatus;
-        let outcome = match status {
-            RemoteStatus::Succeeded {
-                video_url,
-                last_frame_url,
-            } => Outcome::Succeeded {
-                video_url,
-                last_frame_url,
-            },
-            RemoteStatus::Failed { code, message } => Outcome::Failed {
-                code: code.as_str().into(),
-                message,
-            },
-            RemoteStatus::Pending | RemoteStatus::Running { .. } => return Ok(false),
-        };
-        self.finish_task(task_id, Some(attempt), &outcome, now).await
     }
 }

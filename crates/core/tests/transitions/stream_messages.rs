@@ -38,7 +38,7 @@ fn succeeded(last_frame_url: Option<&str>) -> Outcome {
 
 fn failed() -> Outcome {
     Outcome::Failed {
-        code: "provider_error".into(),
+        code: gantry_core::domain::FailureCode::ProviderError,
         message: "no".into(),
     }
 }
@@ -132,7 +132,11 @@ async fn every_message_a_script_writes_parses_and_names_its_task_and_batch() {
     );
     expected.push((settle_stream(&chain), settle(&chain, Some(CHAIN_TRACE))));
 
-    let mut conn = store.connection();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let mut read = 0;
     for partition in 0..keys.partitions() {
         for stream in [keys.submit_stream(partition), keys.settle_stream(partition)] {

@@ -11,8 +11,8 @@ use axum::{
     extract::{Path, Query, State},
     http::StatusCode,
 };
-use gantry_core::{callback, config::ProviderName, model::now_ms};
-use gantry_provider::RemoteStatus;
+use gantry_core::{callback, domain::TaskStatus, model::now_ms};
+use gantry_provider::{outcome, ProviderName, RemoteStatus};
 use gantry_telemetry::{context, metrics::metrics, KeyValue};
 use serde::Deserialize;
 use tracing::Instrument;
@@ -40,27 +40,31 @@ pub(crate) async fn receive(
         .callback_secret
         .as_ref()
         .ok_or(ApiError::NotFound)?;
-    let provider = ProviderName::parse(&provider).ok_or(ApiError::NotFound)?;
+    let provider_name = ProviderName::parse(&provider).ok_or(ApiError::NotFound)?;
+    let provider = state.providers.get(provider_name).ok_or(ApiError::NotFound)?;
     let token = query.token.as_deref().unwrap_or_default();
     let Some(attempt) = callback::verify(secret.expose(), &task_id, token) else {
-        count_webhook(provider, "rejected");
+        count_webhook(provider_name, "rejected");
         return Err(ApiError::Unauthorized);
     };
-    let target = state
-        .store
-        .poll_target(&task_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    if target.attempt != attempt || target.provider != provider.as_str() || target.status != "running" {
+    let target = state.store.task_row(&task_id).await?.ok_or(ApiError::NotFound)?;
+    if target.attempt != attempt
+        || target.provider != Some(provider_name)
+        || target.status != TaskStatus::Running
+    {
         tracing::info!(task.id = %task_id, attempt, "stale or late callback ignored");
-        count_webhook(provider, "ignored");
+        count_webhook(provider_name, "ignored");
         return Ok(StatusCode::OK);
     }
-    if !worth_confirming(provider, &body) {
-        count_webhook(provider, "ignored");
+    // Progress-only callbacks are not worth a status call; terminal or unreadable ones are.
+    if matches!(
+        provider.callback_status(&body),
+        Some(RemoteStatus::Running { .. } | RemoteStatus::Pending)
+    ) {
+        count_webhook(provider_name, "ignored");
         return Ok(StatusCode::OK);
     }
-    count_webhook(provider, "applied");
+    count_webhook(provider_name, "applied");
     // The confirmation joins the task's trace (a child of the request that created the batch), linked to the
     // provider's callback request that prompted it.
     let span = tracing::info_span!(
@@ -69,7 +73,7 @@ pub(crate) async fn receive(
         batch.id = %target.batch_id,
         tenant.id = %target.tenant_id,
         model = %target.model,
-        provider = provider.as_str(),
+        provider = provider_name.as_str(),
         attempt,
     );
     if context::set_parent(&span, target.traceparent.as_deref()) {
@@ -79,17 +83,22 @@ pub(crate) async fn receive(
     }
     tokio::spawn(
         async move {
-            let answer = state.providers.by_name(provider).status(&target.remote_id).await;
-            match answer {
-                Ok(status) => match state
-                    .store
-                    .apply_remote_status(&task_id, attempt, status, now_ms())
-                    .await
-                {
-                    Ok(applied) => tracing::info!(applied, "callback confirmed"),
-                    Err(e) => tracing::warn!(error = %e, "applying a callback failed; polling will catch up"),
-                },
-                Err(e) => tracing::warn!(error = %e, "confirming a callback failed; polling will catch up"),
+            let outcome = match provider.status(&target.remote_id).await {
+                Ok(status) => outcome::terminal_outcome(status),
+                Err(e) => {
+                    return tracing::warn!(error = %e, "confirming a callback failed; polling will catch up")
+                }
+            };
+            let Some(outcome) = outcome else {
+                return tracing::info!("callback not confirmed: the task is still running");
+            };
+            match state
+                .store
+                .finish_task(&task_id, Some(attempt), &outcome, now_ms())
+                .await
+            {
+                Ok(applied) => tracing::info!(applied, "callback confirmed"),
+                Err(e) => tracing::warn!(error = %e, "applying a callback failed; polling will catch up"),
             }
         }
         .instrument(span),
@@ -107,21 +116,4 @@ fn count_webhook(provider: ProviderName, outcome: &'static str) {
             KeyValue::new("gantry.webhook.outcome", outcome),
         ],
     );
-}
-
-/// Whether a callback may announce an end: progress-only callbacks are not worth a status call.
-fn worth_confirming(provider: ProviderName, body: &[u8]) -> bool {
-    match provider {
-        ProviderName::Grsai => match gantry_provider::parse_grsai_callback(body) {
-            Ok((_, RemoteStatus::Running { .. } | RemoteStatus::Pending)) => false,
-            // Terminal, or unreadable: ask the provider.
-            _ => true,
-        },
-        ProviderName::Seedance => {
-            let status = serde_json::from_slice::<serde_json::Value>(body)
-                .ok()
-                .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_owned));
-            !matches!(status.as_deref(), Some("queued" | "running"))
-        }
-    }
 }

@@ -13,10 +13,10 @@ use axum::{
     Json,
 };
 use gantry_core::{
-    config::ProviderName,
+    domain::TaskStatus,
     ids,
     model::{now_ms, BatchView, TaskView},
-    store::Outcome,
+    store::{CancelBatch, Outcome},
 };
 
 use super::batches::body_bytes;
@@ -75,10 +75,14 @@ async fn cancel_batch(state: &AppState, tenant: &str, id: &str) -> ApiResult<(St
         .tenant_batch(tenant, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    if let Some(status) = state.store.cancel_batch(id).await? {
-        return Err(ApiError::Conflict(format!(
-            "batch {id} is {status} and can no longer be cancelled"
-        )));
+    match state.store.cancel_batch(id).await? {
+        CancelBatch::Cancelling => {}
+        CancelBatch::Refused(status) => {
+            return Err(ApiError::Conflict(format!(
+                "batch {id} is {status} and can no longer be cancelled"
+            )))
+        }
+        CancelBatch::Missing => return Err(ApiError::NotFound),
     }
     let total = usize::try_from(batch.request_counts.total).unwrap_or(0);
     let mut cancelled = 0;
@@ -94,19 +98,23 @@ async fn cancel_batch(state: &AppState, tenant: &str, id: &str) -> ApiResult<(St
 
 /// Cancels one task if it is not terminal yet; false when it already was.
 async fn cancel_one(state: &AppState, task_id: &str) -> ApiResult<bool> {
-    let Some(target) = state.store.poll_target(task_id).await? else {
+    let Some(target) = state.store.task_row(task_id).await? else {
         return Ok(false);
     };
-    let outcome = Outcome::Cancelled {
-        message: "cancelled by the client".into(),
-    };
-    if !state.store.finish_task(task_id, None, &outcome, now_ms()).await? {
+    if !state
+        .store
+        .finish_task(task_id, None, &Outcome::cancelled_by_client(), now_ms())
+        .await?
+    {
         return Ok(false);
     }
-    if target.status == "running" && !target.remote_id.is_empty() {
-        let provider = state
-            .providers
-            .by_name(ProviderName::parse(&target.provider).unwrap_or(ProviderName::Grsai));
+    let provider = match target.status {
+        TaskStatus::Running if !target.remote_id.is_empty() => {
+            target.provider.and_then(|p| state.providers.get(p))
+        }
+        _ => None,
+    };
+    if let Some(provider) = provider.filter(|p| p.can_cancel()) {
         let (remote_id, task_id) = (target.remote_id, task_id.to_owned());
         // Best effort, after the answer: the task is cancelled for Gantry either way.
         tokio::spawn(async move {

@@ -12,12 +12,7 @@ use axum::{
     response::sse::{Event, KeepAlive, Sse},
 };
 use futures::{stream, Stream, StreamExt};
-use gantry_core::{model::BatchStatus, Store};
-use redis::{
-    aio::ConnectionManager,
-    streams::{StreamReadOptions, StreamReadReply},
-    AsyncCommands,
-};
+use gantry_core::{domain::BatchStatus, store::EventReader, Store};
 
 use crate::{
     auth::Tenant,
@@ -28,9 +23,8 @@ use crate::{
 const READ_BLOCK: Duration = Duration::from_secs(5);
 
 struct Cursor {
-    conn: ConnectionManager,
+    reader: EventReader,
     store: Store,
-    key: String,
     batch_id: String,
     last_id: String,
     done: bool,
@@ -54,8 +48,7 @@ pub(crate) async fn stream(
         .unwrap_or("0-0")
         .to_owned();
     let cursor = Cursor {
-        conn: state.store.blocking_connection(READ_BLOCK).await?,
-        key: state.store.keys().batch_events(&id),
+        reader: state.store.batch_event_reader(&id, READ_BLOCK).await?,
         store: state.store.clone(),
         batch_id: id,
         last_id,
@@ -75,19 +68,8 @@ pub(crate) async fn stream(
 impl Cursor {
     /// The next events (possibly none, after a quiet read); marks the cursor done after the final one.
     async fn read(&mut self) -> Vec<Event> {
-        let options = StreamReadOptions::default()
-            .count(100)
-            .block(usize::try_from(READ_BLOCK.as_millis()).unwrap_or(5000));
-        let reply: Result<Option<StreamReadReply>, _> = self
-            .conn
-            .xread_options(&[&self.key], &[&self.last_id], &options)
-            .await;
-        let entries = match reply {
-            Ok(reply) => reply
-                .into_iter()
-                .flat_map(|r| r.keys)
-                .flat_map(|k| k.ids)
-                .collect::<Vec<_>>(),
+        let entries = match self.reader.read_after(&self.last_id, 100).await {
+            Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!(error = %e, "reading batch events failed; closing the stream");
                 self.done = true;
@@ -103,25 +85,21 @@ impl Cursor {
         }
         let mut events = Vec::with_capacity(entries.len());
         for entry in entries {
-            let kind: String = entry.get("type").unwrap_or_default();
-            let data: String = entry.get("data").unwrap_or_default();
-            if kind == "batch.updated" && is_final(&data) {
+            if entry.kind == "batch.updated" && is_final(&entry.data) {
                 self.done = true;
             }
-            events.push(Event::default().id(&entry.id).event(kind).data(data));
+            events.push(Event::default().id(&entry.id).event(entry.kind).data(entry.data));
             self.last_id = entry.id;
         }
         events
     }
 }
 
+/// Whether a `batch.updated` payload announces a final status.
 fn is_final(data: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(data)
-        .ok()
-        .and_then(|v| {
-            v.get("status")
-                .and_then(|s| s.as_str())
-                .and_then(BatchStatus::parse)
-        })
-        .is_some_and(BatchStatus::is_final)
+    #[derive(serde::Deserialize)]
+    struct Update {
+        status: BatchStatus,
+    }
+    serde_json::from_str::<Update>(data).is_ok_and(|u| u.status.is_final())
 }

@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(
             body,
             json!({
-                "model": "sora-2", "prompt": "a cat", "aspectRatio": "16:9", "duration": 15, "size": "small",
+                "model": Model::Sora2, "prompt": "a cat", "aspectRatio": "16:9", "duration": 15, "size": "small",
                 "webHook": "-1", "shutProgress": true,
             })
         );
@@ -209,7 +209,7 @@ mod tests {
         assert_eq!(path, "/v1/video/veo");
         assert_eq!(
             body,
-            json!({ "model": "veo3.1-fast", "prompt": "a cat", "aspectRatio": "16:9", "webHook": "-1",
+            json!({ "model": Model::Veo31Fast, "prompt": "a cat", "aspectRatio": "16:9", "webHook": "-1",
                     "shutProgress": true })
         );
 
@@ -218,7 +218,7 @@ mod tests {
         request.last_frame_url = Some("http://img/l.png".into());
         request.reference_image_urls = (1..=5).map(|n| format!("http://img/{n}.png")).collect();
         let (_, body) = self::body(&request);
-        assert_eq!(body["model"], "veo3.1-pro");
+        assert_eq!(body["model"], Model::Veo31Pro.as_str());
         assert_eq!(body["firstFrameUrl"], "http://img/f.png");
         assert_eq!(body["lastFrameUrl"], "http://img/l.png");
         assert_eq!(body["urls"].as_array().unwrap().len(), MAX_VEO_REFERENCES);

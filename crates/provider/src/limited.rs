@@ -1,83 +1,20 @@
-//! The providers a deployment talks to, each behind the shared limits of `store/limiter.rs`, and the routing of
-//! models to providers.
+//! A provider whose every call first takes a slot of the provider's cluster-wide limits (`store/limiter.rs`):
+//! a GCRA rate and an in-flight semaphore in Redis, shared by every replica.
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use gantry_provider::{
-    CreateRequest, GrsaiClient, GrsaiConfig, Model, Provider, ProviderError, RemoteStatus, SeedanceClient,
-    SeedanceConfig,
-};
+use gantry_core::{config::ProviderLimits, model::now_ms, store::CallOutcome, Store};
 
-use crate::{
-    config::{ProviderLimits, ProviderName, Routes},
-    model::now_ms,
-    store::CallOutcome,
-    Config, StartError, Store,
-};
-
-/// Every provider of the deployment, by name, and the model routes.
-#[derive(Clone)]
-pub struct Providers {
-    grsai: Arc<dyn Provider>,
-    seedance: Arc<dyn Provider>,
-    routes: Routes,
-}
-
-impl Providers {
-    /// Builds the clients of `config`, each limited through `store`.
-    pub fn from_config(config: &Config, store: &Store) -> Result<Self, StartError> {
-        let p = &config.provider;
-        let grsai = GrsaiClient::new(GrsaiConfig {
-            base_url: p.grsai.base_url.clone(),
-            api_key: p.grsai.api_key.expose().to_owned().into(),
-            timeout: Duration::from_millis(p.grsai.timeout_ms),
-        })
-        .map_err(|e| StartError::Provider(e.to_string()))?;
-        let seedance = SeedanceClient::new(SeedanceConfig {
-            base_url: p.seedance.base_url.clone(),
-            api_key: p.seedance.api_key.expose().to_owned().into(),
-            timeout: Duration::from_millis(p.seedance.timeout_ms),
-            model: p.seedance.model.clone(),
-        })
-        .map_err(|e| StartError::Provider(e.to_string()))?;
-        let limited = |inner: Arc<dyn Provider>, name: ProviderName, timeout_ms: u64| -> Arc<dyn Provider> {
-            Arc::new(Limited {
-                inner,
-                name,
-                store: store.clone(),
-                limits: p.limits.of(name).clone(),
-                lease_ms: timeout_ms + 5_000,
-            })
-        };
-        Ok(Self {
-            grsai: limited(Arc::new(grsai), ProviderName::Grsai, p.grsai.timeout_ms),
-            seedance: limited(Arc::new(seedance), ProviderName::Seedance, p.seedance.timeout_ms),
-            routes: p.routes.clone(),
-        })
-    }
-
-    /// The provider that serves `model`.
-    pub fn for_model(&self, model: Model) -> (ProviderName, Arc<dyn Provider>) {
-        let name = self.routes.provider_for(model);
-        (name, self.by_name(name))
-    }
-
-    pub fn by_name(&self, name: ProviderName) -> Arc<dyn Provider> {
-        match name {
-            ProviderName::Grsai => self.grsai.clone(),
-            ProviderName::Seedance => self.seedance.clone(),
-        }
-    }
-}
+use crate::{CreateRequest, Provider, ProviderError, ProviderName, RemoteStatus};
 
 /// A provider whose every call first takes a slot of the provider's cluster-wide limits.
-struct Limited {
-    inner: Arc<dyn Provider>,
-    name: ProviderName,
-    store: Store,
-    limits: ProviderLimits,
-    lease_ms: u64,
+pub(crate) struct Limited {
+    pub(crate) inner: Arc<dyn Provider>,
+    pub(crate) store: Store,
+    pub(crate) limits: ProviderLimits,
+    /// How long a permit is held at most (the call's timeout plus a margin), should its holder die.
+    pub(crate) lease_ms: u64,
 }
 
 /// Which share of the in-flight permits a kind of call may use: creates leave room for polls.
@@ -98,7 +35,7 @@ impl Limited {
             let wait = self
                 .store
                 .limiter_acquire(
-                    self.name.as_str(),
+                    self.inner.name().as_str(),
                     &self.limits,
                     share,
                     self.lease_ms,
@@ -123,12 +60,12 @@ impl Limited {
         };
         match self
             .store
-            .limiter_release(self.name.as_str(), holder, outcome)
+            .limiter_release(self.inner.name().as_str(), holder, outcome)
             .await
         {
             Ok(factor) if outcome == CallOutcome::RateLimited => {
                 tracing::warn!(
-                    provider = self.name.as_str(),
+                    provider = self.inner.name().as_str(),
                     factor,
                     "provider answered 429; shared rate lowered"
                 );
@@ -142,8 +79,20 @@ impl Limited {
 
 #[async_trait]
 impl Provider for Limited {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> ProviderName {
         self.inner.name()
+    }
+
+    fn can_cancel(&self) -> bool {
+        self.inner.can_cancel()
+    }
+
+    fn callback_status(&self, body: &[u8]) -> Option<RemoteStatus> {
+        self.inner.callback_status(body)
+    }
+
+    fn start_from_frame(&self, request: &mut CreateRequest, frame: String) {
+        self.inner.start_from_frame(request, frame)
     }
 
     async fn create(&self, request: &CreateRequest) -> Result<String, ProviderError> {
@@ -161,6 +110,9 @@ impl Provider for Limited {
     }
 
     async fn cancel(&self, remote_id: &str) -> Result<bool, ProviderError> {
+        if !self.inner.can_cancel() {
+            return Ok(false);
+        }
         let holder = self.acquire(Kind::Status).await?;
         let result = self.inner.cancel(remote_id).await;
         self.release(&holder, &result).await;
