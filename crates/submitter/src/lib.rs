@@ -237,19 +237,6 @@ impl Worker {
             .with_context(|| format!("no provider serves {model}"))?;
         let provider_name = provider.name();
         tracing::Span::current().record("provider", provider_name.as_str());
-        let webhook_url = match (
-            &self.config.provider.callback_base_url,
-            &self.config.provider.callback_secret,
-        ) {
-            (Some(base), Some(secret)) => Some(callback::url(
-                base,
-                provider_name.as_str(),
-                task_id,
-                attempt,
-                secret.expose(),
-            )),
-            _ => None,
-        };
         let mut request = CreateRequest {
             model,
             prompt: spec.prompt,
@@ -258,7 +245,7 @@ impl Worker {
             reference_image_urls: spec.reference_image_urls,
             first_frame_url: spec.first_frame_url,
             last_frame_url: spec.last_frame_url,
-            webhook_url,
+            webhook_url: self.webhook_url(provider_name, task_id, attempt),
         };
         if let Some(frame) = chain_first_frame {
             // Visual continuity: the shot starts from the previous shot's last frame, the provider's way.
@@ -285,6 +272,22 @@ impl Worker {
             Err(e) => self.failed_create(task_id, attempt, provider_name, &e).await?,
         }
         Ok(())
+    }
+
+    /// The signed URL the provider should call back for this attempt, when callbacks are configured (else the
+    /// provider is polled).
+    fn webhook_url(&self, provider: ProviderName, task_id: &str, attempt: u32) -> Option<String> {
+        let p = &self.config.provider;
+        match (&p.callback_base_url, &p.callback_secret) {
+            (Some(base), Some(secret)) => Some(callback::url(
+                base,
+                provider.as_str(),
+                task_id,
+                attempt,
+                secret.expose(),
+            )),
+            _ => None,
+        }
     }
 
     /// Records the remote id. The provider has the task now, so a Redis outage must not lose it (a retry would

@@ -17,6 +17,7 @@ mod events;
 mod idempotency;
 mod limiter;
 mod open_work;
+mod polls;
 pub(crate) mod row;
 mod scripts;
 mod stats;

@@ -1,4 +1,5 @@
-//! Task transitions used by the workers, each one script that checks the current state first.
+//! Task transitions used by the workers, each one script that checks the current state first, and the typed
+//! rows the workers read (see `polls.rs` for the poll schedule).
 
 use redis::AsyncCommands;
 
@@ -117,7 +118,7 @@ pub enum CancelBatch {
     Missing,
 }
 
-fn batch_of(task_id: &str) -> Result<String> {
+pub(super) fn batch_of(task_id: &str) -> Result<String> {
     ids::parse_task_id(task_id)
         .map(|(batch, _)| batch)
         .ok_or_else(|| StoreError::Corrupt(format!("not a task id: {task_id}")))
@@ -330,35 +331,6 @@ impl Store {
         Ok(moved)
     }
 
-    /// Claims up to `max` due polls of a partition, each leased for `lease_ms`.
-    pub async fn claim_polls(
-        &self,
-        partition: u32,
-        now: u64,
-        lease_ms: u64,
-        max: usize,
-    ) -> Result<Vec<String>> {
-        Ok(self
-            .scripts
-            .poll_claim
-            .key(self.keys.polls(partition))
-            .arg(now)
-            .arg(lease_ms)
-            .arg(max)
-            .invoke_async(&mut self.connection())
-            .await?)
-    }
-
-    /// The earliest due time (ms) over all partitions, if anything is scheduled.
-    pub async fn next_poll_due(&self) -> Result<Option<u64>> {
-        let mut pipe = redis::pipe();
-        for p in 0..self.keys.partitions() {
-            pipe.zrange_withscores(self.keys.polls(p), 0, 0);
-        }
-        let firsts: Vec<Vec<(String, f64)>> = pipe.query_async(&mut self.connection()).await?;
-        Ok(firsts.iter().flatten().map(|(_, score)| *score as u64).min())
-    }
-
     /// A task's state as the workers see it; `None` when there is no such task.
     pub async fn task_row(&self, task_id: &str) -> Result<Option<TaskRow>> {
         const FIELDS: [&str; 11] = [
@@ -397,44 +369,6 @@ impl Store {
             traceparent: row.text("traceparent").map(str::to_owned),
             tenant_id: row.string("tenant_id")?,
         }))
-    }
-
-    /// Records progress of a running task and schedules its next poll; false when it left the schedule.
-    pub async fn poll_update(
-        &self,
-        task_id: &str,
-        attempt: u32,
-        progress: u8,
-        now: u64,
-        next_at: u64,
-        error: Option<&str>,
-    ) -> Result<bool> {
-        let batch_id = batch_of(task_id)?;
-        let applied: i64 = self
-            .scripts
-            .poll_update
-            .key(self.keys.task(&batch_id, task_id))
-            .key(self.keys.polls(self.keys.partition_of(&batch_id)))
-            .key(self.keys.batch_events(&batch_id))
-            .arg(now)
-            .arg(attempt)
-            .arg(progress)
-            .arg(next_at)
-            .arg(task_id)
-            .arg(error.unwrap_or(""))
-            .invoke_async(&mut self.connection())
-            .await?;
-        Ok(applied == 1)
-    }
-
-    /// Drops a task from its partition's poll schedule (it cannot be polled).
-    pub async fn unschedule_poll(&self, task_id: &str) -> Result<()> {
-        let batch_id = batch_of(task_id)?;
-        let _: () = self
-            .connection()
-            .zrem(self.keys.polls(self.keys.partition_of(&batch_id)), task_id)
-            .await?;
-        Ok(())
     }
 
     /// What settlement needs to know about a batch; `None` when there is no such batch.
