@@ -19,7 +19,7 @@ test:
 # Observability check: services as processes export one trace per task over OTLP; a real Prometheus scrapes them
 # and evaluates every dashboard and alert query (needs `prometheus` on PATH: apt-get install prometheus).
 observe-check:
-    cargo test -p gantry --test observe -- --nocapture
+    cargo test -p gantry --test gantry observe:: -- --nocapture
 
 # Run every service and the simulator in one process (private Redis unless GANTRY__REDIS__URL is set).
 dev:
@@ -46,5 +46,5 @@ bench-polling:
 chaos:
     for seed in 1 2 3 4 5; do \
       GANTRY_CHAOS_SEED=$seed GANTRY_CHAOS_TASKS=3000 GANTRY_CHAOS_SECONDS=40 \
-        cargo test -q -p gantry --test chaos -- --nocapture 2>&1 | grep -E '^chaos:|panicked|test result'; \
+        cargo test -q -p gantry --test gantry chaos:: -- --nocapture 2>&1 | grep -E '^chaos:|panicked|test result'; \
     done

@@ -1,12 +1,10 @@
 //! End-to-end: batches travel gateway → submitter → poller → settlement over a real Redis and the simulator.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{sora, veo, TestApp};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+use crate::common::{sora, veo, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parallel_batch_with_two_failures_settles_to_the_credit() {

@@ -11,7 +11,7 @@ use gantry_core::{
 use gantry_testkit::RedisServer;
 use redis::{streams::StreamRangeReply, AsyncCommands};
 
-use super::{store, traced_batch_of};
+use crate::transitions::{store, traced_batch_of};
 
 const PARALLEL_TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const CHAIN_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";

@@ -1,13 +1,11 @@
 //! The REST contract: validation with pointers, auth, tenant isolation, limits, lists, the live event stream.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{veo, TestApp, ADMIN_TOKEN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+use crate::common::{veo, TestApp, ADMIN_TOKEN};
 
 fn pointers(problem: &Value) -> Vec<String> {
     problem["errors"]

@@ -9,10 +9,9 @@ use gantry_provider::{
 };
 use gantry_sim::{SimConfig, SimHandle};
 use secrecy::SecretString;
-use tokio::time::Instant;
 
-const DEADLINE: Duration = Duration::from_secs(10);
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
+use crate::support::wait_for_end;
+
 const MODEL: &str = "seedance-1-0-pro-250528";
 
 async fn start_sim(task_duration_ms: u64) -> SimHandle {
@@ -45,19 +44,6 @@ fn request(prompt: &str, first_frame_url: Option<&str>) -> CreateRequest {
         first_frame_url: first_frame_url.map(str::to_owned),
         last_frame_url: None,
         webhook_url: None,
-    }
-}
-
-/// Polls until the task is neither pending nor running.
-async fn wait_for_end(client: &SeedanceClient, id: &str) -> RemoteStatus {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match client.status(id).await.unwrap() {
-            RemoteStatus::Pending | RemoteStatus::Running { .. } => {}
-            end => return end,
-        }
-        assert!(Instant::now() < deadline, "task {id} never ended");
-        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 

@@ -1,10 +1,6 @@
 //! `Idempotency-Key` on `POST /v1/batches` and the two cancels: replays, key reuse, races, kept 4xx, dropped
 //! 5xx, and the take-over of a crashed first attempt, with the credits checked to the credit.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{veo, TestApp, ADMIN_TOKEN};
 use gantry_core::{
     ids,
     model::now_ms,
@@ -13,6 +9,8 @@ use gantry_core::{
 };
 use reqwest::{header::HeaderMap, StatusCode};
 use serde_json::{json, Value};
+
+use crate::common::{veo, TestApp, ADMIN_TOKEN};
 
 /// A veo3.1-fast task costs 8 credits by default.
 const VEO_COST: i64 = 8;

@@ -1,12 +1,8 @@
 //! Recovery from what goes wrong in the middle: poison and malformed messages end in the dead letters (their
 //! tasks failed and refunded), messages of a consumer that died are taken over, and duplicates change nothing.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{veo, TestApp};
 use gantry_core::{
     config::Secret,
     keys::Keys,
@@ -17,6 +13,8 @@ use gantry_core::{
 use gantry_testkit::{wait_for, RedisServer};
 use redis::AsyncCommands;
 use serde_json::json;
+
+use crate::common::{veo, TestApp};
 
 /// Writes a batch straight into Redis, as the gateway would (reservation, then batch), with no service running.
 async fn write_batch(store: &Store, tenant: &str, body: serde_json::Value) -> String {

@@ -1,6 +1,5 @@
 //! Test support: a whole Gantry stack per test (its own redis-server on a free port, the simulator over real
 //! HTTP, all four services), driven over HTTP like the web app drives it.
-#![allow(dead_code, clippy::unwrap_used)]
 
 pub mod cluster;
 

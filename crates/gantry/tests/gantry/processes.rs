@@ -1,9 +1,4 @@
 //! Each service as its own process (`gantry submitter` etc.), two pollers at once; and the demo, end to end.
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
-use common::cluster::Cluster;
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +6,8 @@ use gantry_testkit::{free_port, wait_for};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::process::Command;
+
+use crate::common::cluster::Cluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gantry");
 

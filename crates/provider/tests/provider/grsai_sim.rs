@@ -9,10 +9,8 @@ use gantry_provider::{
 };
 use gantry_sim::{FaultConfig, SimConfig, SimHandle};
 use secrecy::SecretString;
-use tokio::time::Instant;
 
-const DEADLINE: Duration = Duration::from_secs(10);
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
+use crate::support::wait_for_end;
 
 async fn start_sim(poll_latency_ms: u64) -> SimHandle {
     gantry_sim::spawn(SimConfig {
@@ -44,19 +42,6 @@ fn request(model: Model, prompt: &str) -> CreateRequest {
         first_frame_url: Some("http://img/first.png".to_owned()),
         last_frame_url: None,
         webhook_url: None,
-    }
-}
-
-/// Polls until the task is neither pending nor running.
-async fn wait_for_end(client: &GrsaiClient, id: &str) -> RemoteStatus {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match client.status(id).await.unwrap() {
-            RemoteStatus::Pending | RemoteStatus::Running { .. } => {}
-            end => return end,
-        }
-        assert!(Instant::now() < deadline, "task {id} never ended");
-        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 

@@ -12,11 +12,7 @@ use gantry_core::{
 use gantry_testkit::RedisServer;
 use serde_json::json;
 
-// Beside this file rather than in `tests/`, so it stays part of this test binary.
-#[path = "transitions/stream_messages.rs"]
-mod stream_messages;
-
-async fn store(redis: &RedisServer) -> Store {
+pub(crate) async fn store(redis: &RedisServer) -> Store {
     Store::connect(&redis.url(), "t", 4).await.unwrap()
 }
 
@@ -33,7 +29,7 @@ async fn batch_of(store: &Store, tenant: &str, mode: &str, n: usize) -> String {
 }
 
 /// A new batch of `n` tasks, reserved and created under the trace context `traceparent`.
-async fn traced_batch_of(
+pub(crate) async fn traced_batch_of(
     store: &Store,
     tenant: &str,
     mode: &str,

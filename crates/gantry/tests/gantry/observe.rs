@@ -7,10 +7,7 @@
 //!   run, and every PromQL expression of the dashboards must parse and return data (the alert rules must parse);
 //! - the JSON logs of the whole run carry trace ids and never a secret.
 //!
-//! `just observe-check` runs just this file.
-#![allow(clippy::unwrap_used)]
-
-mod common;
+//! `just observe-check` runs just this module (`cargo test -p gantry --test gantry observe::`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,7 +17,6 @@ use std::{
 };
 
 use axum::{body::Bytes, extract::State, routing::post, Router};
-use common::cluster::Cluster;
 use gantry_testkit::{free_port, wait_for, RedisServer};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
@@ -28,6 +24,8 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message as _;
 use serde_json::{json, Value};
+
+use crate::common::cluster::Cluster;
 
 /// The web app's trace context on the request that creates the batch.
 const WEB_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

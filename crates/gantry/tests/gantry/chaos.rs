@@ -3,20 +3,18 @@
 //! of DESIGN.md §4 must hold. Seeded: `GANTRY_CHAOS_SEED=<n>` replays a run's kills and faults.
 //!
 //! In `just test` it runs in a short form; `just chaos` runs the long form (`GANTRY_CHAOS_TASKS`, more seeds).
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
 };
 
-use common::cluster::Cluster;
 use gantry_testkit::{wait_for, RedisServer};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+use crate::common::cluster::Cluster;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)

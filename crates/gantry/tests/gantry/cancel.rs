@@ -1,14 +1,12 @@
 //! Cancelling tasks and batches in every state, with the credits checked to the credit.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{veo, TestApp};
 use gantry_testkit::wait_for;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+use crate::common::{veo, TestApp};
 
 async fn cancel_task(app: &TestApp, key: &str, task_id: &str) -> (StatusCode, Value) {
     app.send(

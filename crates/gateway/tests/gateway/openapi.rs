@@ -8,7 +8,7 @@ const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 /// (method, path) pairs registered in `src/routes/mod.rs` (`.route("/path", get(..).post(..))`).
 fn routes_in_code() -> BTreeSet<(String, String)> {
-    let source = include_str!("../src/routes/mod.rs");
+    let source = include_str!("../../src/routes/mod.rs");
     let mut routes = BTreeSet::new();
     for call in source.split(".route(").skip(1) {
         // The arguments of this `.route(...)` call: up to its closing parenthesis.

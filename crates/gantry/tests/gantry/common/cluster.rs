@@ -1,5 +1,4 @@
 //! Gantry as separate processes, the way ops run it: one `gantry <service>` process per service.
-#![allow(dead_code, clippy::unwrap_used)]
 
 use std::{process::Stdio, time::Duration};
 

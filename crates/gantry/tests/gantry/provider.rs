@@ -1,13 +1,11 @@
 //! Living with a real provider: retries under injected faults, rejections, deadlines, webhooks, Seedance chains.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{veo, TestApp};
 use gantry_core::{config::Secret, domain::ProviderName};
 use gantry_testkit::free_port;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+use crate::common::{veo, TestApp};
 
 /// Fast retries: the policy's shape with milliseconds instead of seconds.
 fn fast_retries(config: &mut gantry_core::Config) {

@@ -1,0 +1,3 @@
+//! The gateway's contract checks, one test binary.
+
+mod openapi;
