@@ -1,6 +1,6 @@
 -- Shared helpers, prepended to every Gantry script at load time, after the prelude generated from Rust
--- (`submit_task_message`, `settle_batch_message`, `TRACEPARENT_FIELD`, and the field names `BATCH` and `TASK`;
--- see store/scripts.rs).
+-- (`submit_task_message`, `settle_batch_message`, `TRACEPARENT_FIELD`, and the hash field names `BATCH`, `TASK`
+-- and `TENANT`; see store/scripts.rs).
 
 -- Appends an event for the live progress stream of one batch (SSE), capped to the newest entries.
 local function emit(events_key, event_type, payload)

@@ -1,7 +1,10 @@
-//! The field names of the batch hash and the task hash, declared once. Rust reads and writes them through these
-//! constants, and every Lua script reads them from the tables `BATCH` and `TASK` that `scripts.rs` generates from
-//! the same declarations (`TASK.status` is `'status'`; an unknown key such as `TASK.stauts` raises an error instead
-//! of naming a `nil` field). Renaming a field here renames it everywhere.
+//! The field names of the batch, task and tenant hashes, declared once. Rust reads and writes them through these
+//! constants, and every Lua script reads them from the tables `BATCH`, `TASK` and `TENANT` that `scripts.rs`
+//! generates from the same declarations (`TASK.status` is `'status'`; an unknown key such as `TASK.stauts` raises
+//! an error instead of naming a `nil` field). Renaming a field here renames it everywhere.
+//!
+//! The other hashes keep their names where they are used: the idempotency record (`idem_*.lua`, written and read
+//! only by those scripts) and the reservation and settlement hashes, whose fields are batch ids.
 //!
 //! All times are epoch milliseconds as decimal strings. "Created" means written by `create_batch.lua` from the
 //! objects `Store::create_batch` builds.
@@ -46,6 +49,18 @@
 //! | `FAILURE_CODE`, `FAILURE_MESSAGE` | `failure_code`, `failure_message` | why it failed or was cancelled | `finish_task` |
 //! | `FINISHED_AT` | `finished_at` | when it became terminal | `finish_task` |
 //! | `CHAIN_FIRST_FRAME` | `chain_first_frame` | chain mode: the previous shot's last frame | `finish_task` (of the previous shot) |
+//!
+//! Tenant hash (`<prefix>:{t:<tenant_id>}:tenant`); credits are whole numbers and
+//! `balance + frozen + charged == granted` (see `audit.rs`):
+//!
+//! | constant | field | holds | written by |
+//! |---|---|---|---|
+//! | `ID`, `NAME` | `id`, `name` | identity | `Store::create_tenant` |
+//! | `BALANCE` | `balance` | credits free to spend | `Store::create_tenant` (0); `grant`, `reserve`, `settle` |
+//! | `FROZEN` | `frozen` | credits reserved for unsettled batches | `Store::create_tenant` (0); `reserve`, `settle` |
+//! | `CHARGED` | `charged` | credits spent on settled batches | `Store::create_tenant` (0); `settle` |
+//! | `GRANTED` | `granted` | credits ever granted | `Store::create_tenant` (0); `grant` |
+//! | `CREATED_AT` | `created_at` | creation time | `Store::create_tenant` |
 
 /// Declares a module of field-name constants and `ALL`, every `(constant name, field)` pair in order, from which
 /// the Lua tables are generated (the Lua key is the constant's name in lower case).
@@ -120,6 +135,19 @@ hash_fields! {
     }
 }
 
+hash_fields! {
+    /// The fields of a tenant hash.
+    tenant {
+        ID = "id",
+        NAME = "name",
+        BALANCE = "balance",
+        FROZEN = "frozen",
+        CHARGED = "charged",
+        GRANTED = "granted",
+        CREATED_AT = "created_at",
+    }
+}
+
 /// A hash whose fields the Lua scripts get as a table.
 pub(crate) struct LuaTable {
     /// The table's name in Lua.
@@ -128,7 +156,7 @@ pub(crate) struct LuaTable {
 }
 
 /// The tables of the generated prelude.
-pub(crate) const LUA_TABLES: [LuaTable; 2] = [
+pub(crate) const LUA_TABLES: [LuaTable; 3] = [
     LuaTable {
         name: "BATCH",
         fields: batch::ALL,
@@ -136,6 +164,10 @@ pub(crate) const LUA_TABLES: [LuaTable; 2] = [
     LuaTable {
         name: "TASK",
         fields: task::ALL,
+    },
+    LuaTable {
+        name: "TENANT",
+        fields: tenant::ALL,
     },
 ];
 

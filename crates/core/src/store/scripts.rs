@@ -13,9 +13,9 @@
 //!    end
 //!    ```
 //!
-//!    The prelude also names the fields of the batch and task hashes (`fields.rs`): `BATCH` and `TASK` map a key,
-//!    the Rust constant's name in lower case, to the field, and raise an error for a key they do not have, so a
-//!    misspelt field fails the script instead of reading or writing a `nil` field:
+//!    The prelude also names the fields of the batch, task and tenant hashes (`fields.rs`): `BATCH`, `TASK` and
+//!    `TENANT` map a key, the Rust constant's name in lower case, to the field, and raise an error for a key they
+//!    do not have, so a misspelt field fails the script instead of reading or writing a `nil` field:
 //!
 //!    ```lua
 //!    local TASK = setmetatable({
