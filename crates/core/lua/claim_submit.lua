@@ -3,29 +3,29 @@
 -- KEYS[1] task hash, KEYS[2] batch hash, KEYS[3] batch events stream
 -- ARGV[1] now (ms), ARGV[2] lease (ms)
 -- Returns {'ok', attempt, model, spec, chain_first_frame, tenant_id} or {'skip', current status} (or {'skip', 'missing'}).
-local status = redis.call('HGET', KEYS[1], 'status')
+local status = redis.call('HGET', KEYS[1], TASK.status)
 if not status then
   return { 'skip', 'missing' }
 end
 local now = tonumber(ARGV[1])
-local expired = status == 'submitting' and tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') < now
+local expired = status == 'submitting' and tonumber(redis.call('HGET', KEYS[1], TASK.lease_until) or '0') < now
 if status ~= 'queued' and not expired then
   return { 'skip', status }
 end
-if redis.call('HGET', KEYS[2], 'status') == 'cancelling' then
+if redis.call('HGET', KEYS[2], BATCH.status) == 'cancelling' then
   return { 'skip', 'cancelling' }
 end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'submitting', 'lease_until', now + tonumber(ARGV[2]), 'updated_at', now,
-  'claimed_at', now)
+local attempt = redis.call('HINCRBY', KEYS[1], TASK.attempts, 1)
+redis.call('HSET', KEYS[1], TASK.status, 'submitting', TASK.lease_until, now + tonumber(ARGV[2]),
+  TASK.updated_at, now, TASK.claimed_at, now)
 if status == 'queued' then
-  redis.call('HINCRBY', KEYS[2], 'n_queued', -1)
-  redis.call('HINCRBY', KEYS[2], 'n_running', 1)
+  redis.call('HINCRBY', KEYS[2], BATCH.n_queued, -1)
+  redis.call('HINCRBY', KEYS[2], BATCH.n_running, 1)
 end
 emit_task(KEYS[3], KEYS[1])
-if redis.call('HGET', KEYS[2], 'status') == 'queued' then
-  redis.call('HSET', KEYS[2], 'status', 'in_progress')
+if redis.call('HGET', KEYS[2], BATCH.status) == 'queued' then
+  redis.call('HSET', KEYS[2], BATCH.status, 'in_progress')
   emit_batch(KEYS[3], KEYS[2])
 end
-local t = redis.call('HMGET', KEYS[1], 'model', 'spec', 'chain_first_frame', 'tenant_id')
+local t = redis.call('HMGET', KEYS[1], TASK.model, TASK.spec, TASK.chain_first_frame, TASK.tenant_id)
 return { 'ok', attempt, t[1], t[2], t[3] or '', t[4] or '' }

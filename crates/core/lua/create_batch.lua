@@ -1,7 +1,7 @@
 -- create_batch: writes a batch and its tasks and queues the tasks that may start now.
 -- KEYS[1] batch hash, KEYS[2] submit stream of the batch's partition, KEYS[3] batch events stream,
 -- KEYS[4] the partition's open batches (zset by creation ms; the sweeper walks it)
--- ARGV[1] batch fields (JSON object of strings), ARGV[2] tasks (JSON array of objects of strings, each with `id`),
+-- ARGV[1] batch fields (JSON object of strings), ARGV[2] tasks (JSON array of objects of strings, each with its id),
 -- ARGV[3] task key prefix (the task id is appended)
 -- Returns 1 when created, 0 when the batch already existed (idempotent replay).
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -21,12 +21,13 @@ end
 
 hset_all(KEYS[1], batch)
 for i, task in ipairs(tasks) do
-  hset_all(ARGV[3] .. task.id, task)
+  local task_id = task[TASK.id]
+  hset_all(ARGV[3] .. task_id, task)
   -- chain mode starts with the first shot only; the next one is queued when its predecessor succeeds
-  if batch.mode ~= 'chain' or i == 1 then
-    xadd_message(KEYS[2], submit_task_message(task.id, batch.id), batch.traceparent)
+  if batch[BATCH.mode] ~= 'chain' or i == 1 then
+    xadd_message(KEYS[2], submit_task_message(task_id, batch[BATCH.id]), batch[BATCH.traceparent])
   end
 end
-redis.call('ZADD', KEYS[4], tonumber(batch.created_at), batch.id)
+redis.call('ZADD', KEYS[4], tonumber(batch[BATCH.created_at]), batch[BATCH.id])
 emit_batch(KEYS[3], KEYS[1])
 return 1

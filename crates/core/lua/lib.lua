@@ -1,5 +1,6 @@
 -- Shared helpers, prepended to every Gantry script at load time, after the prelude generated from Rust
--- (`submit_task_message`, `settle_batch_message`, `TRACEPARENT_FIELD`; see store/scripts.rs).
+-- (`submit_task_message`, `settle_batch_message`, `TRACEPARENT_FIELD`, and the hash field names `BATCH`, `TASK`
+-- and `TENANT`; see store/scripts.rs).
 
 -- Appends an event for the live progress stream of one batch (SSE), capped to the newest entries.
 local function emit(events_key, event_type, payload)
@@ -7,7 +8,8 @@ local function emit(events_key, event_type, payload)
 end
 
 local function counts_of(batch_key)
-  local c = redis.call('HMGET', batch_key, 'total', 'n_queued', 'n_running', 'n_succeeded', 'n_failed', 'n_cancelled')
+  local c = redis.call('HMGET', batch_key, BATCH.total, BATCH.n_queued, BATCH.n_running, BATCH.n_succeeded,
+    BATCH.n_failed, BATCH.n_cancelled)
   return {
     total = tonumber(c[1]) or 0, queued = tonumber(c[2]) or 0, running = tonumber(c[3]) or 0,
     succeeded = tonumber(c[4]) or 0, failed = tonumber(c[5]) or 0, cancelled = tonumber(c[6]) or 0,
@@ -15,12 +17,12 @@ local function counts_of(batch_key)
 end
 
 local function emit_batch(events_key, batch_key)
-  local b = redis.call('HMGET', batch_key, 'id', 'status')
+  local b = redis.call('HMGET', batch_key, BATCH.id, BATCH.status)
   emit(events_key, 'batch.updated', { id = b[1], status = b[2], request_counts = counts_of(batch_key) })
 end
 
 local function emit_task(events_key, task_key)
-  local t = redis.call('HMGET', task_key, 'id', 'index', 'status', 'progress', 'attempts')
+  local t = redis.call('HMGET', task_key, TASK.id, TASK.index, TASK.status, TASK.progress, TASK.attempts)
   emit(events_key, 'task.updated', {
     id = t[1], index = tonumber(t[2]), status = t[3], progress = tonumber(t[4]) or 0, attempts = tonumber(t[5]) or 0,
   })

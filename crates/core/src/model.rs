@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 pub use crate::domain::{BatchStatus, FailureCode, Mode, Model, TaskStatus};
-use crate::store::{row::Row, Result};
+use crate::store::{
+    fields::{batch, task},
+    row::Row,
+    Result,
+};
 
 /// What the provider is asked to generate, as validated by the gateway. Stored as JSON in the task hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,43 +70,43 @@ impl BatchView {
         let Some(row) = Row::of_hash("batch", h) else {
             return Ok(None);
         };
-        let status: BatchStatus = row.parse("status")?;
+        let status: BatchStatus = row.parse(batch::STATUS)?;
         let credits = if status.is_final() {
             BatchCredits {
                 frozen: 0,
-                charged: row.number("charged")?,
-                refunded: row.number("refunded")?,
+                charged: row.number(batch::CHARGED)?,
+                refunded: row.number(batch::REFUNDED)?,
             }
         } else {
             BatchCredits {
-                frozen: row.number("cost")?,
+                frozen: row.number(batch::COST)?,
                 charged: 0,
                 refunded: 0,
             }
         };
-        let metadata = match row.text("metadata") {
+        let metadata = match row.text(batch::METADATA) {
             Some(m) => serde_json::from_str(m)
                 .map_err(|e| crate::StoreError::Corrupt(format!("batch metadata: {e}")))?,
             None => BTreeMap::new(),
         };
         Ok(Some(Self {
-            id: row.string("id")?,
+            id: row.string(batch::ID)?,
             object: "batch".into(),
-            mode: row.parse("mode")?,
+            mode: row.parse(batch::MODE)?,
             status,
             request_counts: RequestCounts {
-                total: row.number("total")?,
-                queued: row.number("n_queued")?,
-                running: row.number("n_running")?,
-                succeeded: row.number("n_succeeded")?,
-                failed: row.number("n_failed")?,
-                cancelled: row.number("n_cancelled")?,
+                total: row.number(batch::TOTAL)?,
+                queued: row.number(batch::N_QUEUED)?,
+                running: row.number(batch::N_RUNNING)?,
+                succeeded: row.number(batch::N_SUCCEEDED)?,
+                failed: row.number(batch::N_FAILED)?,
+                cancelled: row.number(batch::N_CANCELLED)?,
             },
             credits,
             metadata,
-            created_at: rfc3339(row.number("created_at")?),
-            completed_at: row.parse_opt("completed_at")?.map(rfc3339),
-            tenant_id: row.string("tenant_id")?,
+            created_at: rfc3339(row.number(batch::CREATED_AT)?),
+            completed_at: row.parse_opt(batch::COMPLETED_AT)?.map(rfc3339),
+            tenant_id: row.string(batch::TENANT_ID)?,
         }))
     }
 }
@@ -157,29 +161,31 @@ impl TaskView {
         let Some(row) = Row::of_hash("task", h) else {
             return Ok(None);
         };
-        let status: TaskStatus = row.parse("status")?;
-        let price: u64 = row.number("price")?;
+        let status: TaskStatus = row.parse(task::STATUS)?;
+        let price: u64 = row.number(task::PRICE)?;
         let failure = match status {
             TaskStatus::Failed | TaskStatus::Cancelled => Some(TaskFailure {
-                code: row.parse_opt("failure_code")?.unwrap_or(FailureCode::Cancelled),
-                message: row.text("failure_message").unwrap_or_default().to_owned(),
+                code: row
+                    .parse_opt(task::FAILURE_CODE)?
+                    .unwrap_or(FailureCode::Cancelled),
+                message: row.text(task::FAILURE_MESSAGE).unwrap_or_default().to_owned(),
             }),
             _ => None,
         };
         Ok(Some(Self {
-            id: row.string("id")?,
+            id: row.string(task::ID)?,
             object: "task".into(),
-            batch_id: row.string("batch_id")?,
-            index: row.number("index")?,
-            custom_id: row.text("custom_id").map(str::to_owned),
-            model: row.parse("model")?,
+            batch_id: row.string(task::BATCH_ID)?,
+            index: row.number(task::INDEX)?,
+            custom_id: row.text(task::CUSTOM_ID).map(str::to_owned),
+            model: row.parse(task::MODEL)?,
             status,
-            progress: row.number::<u8>("progress")?.min(100),
-            attempts: row.number("attempts")?,
-            last_error: row.text("last_error").map(str::to_owned),
+            progress: row.number::<u8>(task::PROGRESS)?.min(100),
+            attempts: row.number(task::ATTEMPTS)?,
+            last_error: row.text(task::LAST_ERROR).map(str::to_owned),
             output: (status == TaskStatus::Succeeded).then(|| TaskOutput {
-                video_url: row.text("output_url").unwrap_or_default().to_owned(),
-                last_frame_url: row.text("last_frame_url").map(str::to_owned),
+                video_url: row.text(task::OUTPUT_URL).unwrap_or_default().to_owned(),
+                last_frame_url: row.text(task::LAST_FRAME_URL).map(str::to_owned),
             }),
             failure,
             credits: match (batch_settled, status) {
@@ -193,10 +199,10 @@ impl TaskView {
                     refunded: price,
                 },
             },
-            created_at: rfc3339(row.number("created_at")?),
-            submitted_at: row.parse_opt("submitted_at")?.map(rfc3339),
-            finished_at: row.parse_opt("finished_at")?.map(rfc3339),
-            tenant_id: row.string("tenant_id")?,
+            created_at: rfc3339(row.number(task::CREATED_AT)?),
+            submitted_at: row.parse_opt(task::SUBMITTED_AT)?.map(rfc3339),
+            finished_at: row.parse_opt(task::FINISHED_AT)?.map(rfc3339),
+            tenant_id: row.string(task::TENANT_ID)?,
         }))
     }
 }

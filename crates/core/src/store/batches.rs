@@ -1,17 +1,27 @@
 //! Creating batches and reading batches and tasks for the API.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use redis::AsyncCommands;
-use serde_json::json;
 
-use super::{Result, Store, StoreError};
+use super::{
+    fields::{batch, task},
+    Result, Store, StoreError,
+};
 use crate::{
     domain::{BatchStatus, TaskStatus},
     ids,
     model::{BatchView, TaskView},
     validate::ValidBatch,
 };
+
+/// The fields of a hash as `create_batch.lua` takes them: a JSON object of strings.
+type Fields = BTreeMap<&'static str, String>;
+
+/// `value` as JSON; a value that does not serialise is damaged data.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
 
 /// One page of a list.
 #[derive(Debug, Clone)]
@@ -28,50 +38,51 @@ impl Store {
         &self,
         tenant_id: &str,
         batch_id: &str,
-        batch: &ValidBatch,
+        valid: &ValidBatch,
         now: u64,
         traceparent: Option<&str>,
     ) -> Result<bool> {
         let traceparent = traceparent.unwrap_or_default();
-        let total = batch.tasks.len();
-        let batch_fields = json!({
-            "id": batch_id,
-            "tenant_id": tenant_id,
-            "mode": batch.mode.as_str(),
-            "status": BatchStatus::Queued.as_str(),
-            "total": total.to_string(),
-            "n_queued": total.to_string(),
-            "n_running": "0",
-            "n_succeeded": "0",
-            "n_failed": "0",
-            "n_cancelled": "0",
-            "cost": batch.cost().to_string(),
-            "cost_succeeded": "0",
-            "metadata": serde_json::to_string(&batch.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            "created_at": now.to_string(),
-            "traceparent": traceparent,
-        });
-        let tasks: Vec<_> = batch
+        let total = valid.tasks.len().to_string();
+        let now = now.to_string();
+        let batch_fields = Fields::from([
+            (batch::ID, batch_id.to_owned()),
+            (batch::TENANT_ID, tenant_id.to_owned()),
+            (batch::MODE, valid.mode.as_str().to_owned()),
+            (batch::STATUS, BatchStatus::Queued.as_str().to_owned()),
+            (batch::TOTAL, total.clone()),
+            (batch::N_QUEUED, total),
+            (batch::N_RUNNING, "0".to_owned()),
+            (batch::N_SUCCEEDED, "0".to_owned()),
+            (batch::N_FAILED, "0".to_owned()),
+            (batch::N_CANCELLED, "0".to_owned()),
+            (batch::COST, valid.cost().to_string()),
+            (batch::COST_SUCCEEDED, "0".to_owned()),
+            (batch::METADATA, to_json(&valid.metadata)?),
+            (batch::CREATED_AT, now.clone()),
+            (batch::TRACEPARENT, traceparent.to_owned()),
+        ]);
+        let tasks: Vec<Fields> = valid
             .tasks
             .iter()
             .enumerate()
-            .map(|(index, task)| {
-                Ok(json!({
-                    "id": ids::task_id(batch_id, index),
-                    "batch_id": batch_id,
-                    "tenant_id": tenant_id,
-                    "index": index.to_string(),
-                    "custom_id": task.custom_id.clone().unwrap_or_default(),
-                    "model": task.model.as_str(),
-                    "spec": serde_json::to_string(&task.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    "price": task.price.to_string(),
-                    "status": TaskStatus::Queued.as_str(),
-                    "progress": "0",
-                    "attempts": "0",
-                    "created_at": now.to_string(),
-                    "updated_at": now.to_string(),
-                    "traceparent": traceparent,
-                }))
+            .map(|(index, t)| {
+                Ok(Fields::from([
+                    (task::ID, ids::task_id(batch_id, index)),
+                    (task::BATCH_ID, batch_id.to_owned()),
+                    (task::TENANT_ID, tenant_id.to_owned()),
+                    (task::INDEX, index.to_string()),
+                    (task::CUSTOM_ID, t.custom_id.clone().unwrap_or_default()),
+                    (task::MODEL, t.model.as_str().to_owned()),
+                    (task::SPEC, to_json(&t.spec)?),
+                    (task::PRICE, t.price.to_string()),
+                    (task::STATUS, TaskStatus::Queued.as_str().to_owned()),
+                    (task::PROGRESS, "0".to_owned()),
+                    (task::ATTEMPTS, "0".to_owned()),
+                    (task::CREATED_AT, now.clone()),
+                    (task::UPDATED_AT, now.clone()),
+                    (task::TRACEPARENT, traceparent.to_owned()),
+                ]))
             })
             .collect::<Result<_>>()?;
         let partition = self.keys.partition_of(batch_id);
@@ -82,8 +93,8 @@ impl Store {
             .key(self.keys.submit_stream(partition))
             .key(self.keys.batch_events(batch_id))
             .key(self.keys.open_batches(partition))
-            .arg(batch_fields.to_string())
-            .arg(serde_json::Value::Array(tasks).to_string())
+            .arg(to_json(&batch_fields)?)
+            .arg(to_json(&tasks)?)
             .arg(self.keys.task_prefix(batch_id))
             .invoke_async(&mut self.connection())
             .await?;
@@ -112,7 +123,7 @@ impl Store {
         let mut conn = self.connection();
         let (task, status): (HashMap<String, String>, Option<String>) = redis::pipe()
             .hgetall(self.keys.task(&batch_id, task_id))
-            .hget(self.keys.batch(&batch_id), "status")
+            .hget(self.keys.batch(&batch_id), batch::STATUS)
             .query_async(&mut conn)
             .await?;
         TaskView::from_hash(&task, settled(status.as_deref())?)

@@ -14,6 +14,7 @@ mod audit;
 mod batches;
 mod dead_letters;
 mod events;
+pub(crate) mod fields;
 mod idempotency;
 mod limiter;
 mod open_work;

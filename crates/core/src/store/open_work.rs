@@ -5,7 +5,11 @@ use std::collections::HashMap;
 
 use redis::AsyncCommands;
 
-use super::{row::Row, Result, Store};
+use super::{
+    fields::{batch, task},
+    row::Row,
+    Result, Store,
+};
 use crate::{
     domain::{BatchStatus, TaskStatus},
     ids,
@@ -32,7 +36,7 @@ impl Store {
     /// Up to `max` batches of partition `p` that are not settled yet, oldest first. Ids whose batch hash is
     /// gone are dropped from the index on the way.
     pub async fn open_batches(&self, p: u32, max: usize) -> Result<Vec<OpenBatch>> {
-        const FIELDS: [&str; 3] = ["status", "total", "traceparent"];
+        const FIELDS: [&str; 3] = [batch::STATUS, batch::TOTAL, batch::TRACEPARENT];
         let mut conn = self.connection();
         let last = isize::try_from(max).unwrap_or(isize::MAX).saturating_sub(1);
         let ids: Vec<String> = conn.zrange(self.keys.open_batches(p), 0, last).await?;
@@ -47,14 +51,14 @@ impl Store {
         let mut open = Vec::with_capacity(ids.len());
         for (id, values) in ids.into_iter().zip(rows) {
             let row = Row::of_fields(&id, &FIELDS, &values);
-            let Some(status) = row.parse_opt::<BatchStatus>("status")? else {
+            let Some(status) = row.parse_opt::<BatchStatus>(batch::STATUS)? else {
                 let _: () = conn.zrem(self.keys.open_batches(p), &id).await?;
                 continue;
             };
             open.push(OpenBatch {
                 status,
-                total: row.number("total")?,
-                traceparent: row.text("traceparent").map(str::to_owned),
+                total: row.number(batch::TOTAL)?,
+                traceparent: row.text(batch::TRACEPARENT).map(str::to_owned),
                 id,
             });
         }
@@ -63,7 +67,7 @@ impl Store {
 
     /// The state of every task of `batch`, by index (`None` where a task hash is missing).
     pub async fn task_leases(&self, batch: &OpenBatch) -> Result<Vec<Option<TaskLease>>> {
-        const FIELDS: [&str; 2] = ["status", "lease_until"];
+        const FIELDS: [&str; 2] = [task::STATUS, task::LEASE_UNTIL];
         if batch.total == 0 {
             return Ok(Vec::new());
         }
@@ -75,10 +79,10 @@ impl Store {
         rows.iter()
             .map(|values| {
                 let row = Row::of_fields(&batch.id, &FIELDS, values);
-                Ok(match row.parse_opt::<TaskStatus>("status")? {
+                Ok(match row.parse_opt::<TaskStatus>(task::STATUS)? {
                     Some(status) => Some(TaskLease {
                         status,
-                        lease_until: row.parse_opt("lease_until")?,
+                        lease_until: row.parse_opt(task::LEASE_UNTIL)?,
                     }),
                     None => None,
                 })

@@ -13,6 +13,18 @@
 //!    end
 //!    ```
 //!
+//!    The prelude also names the fields of the batch, task and tenant hashes (`fields.rs`): `BATCH`, `TASK` and
+//!    `TENANT` map a key, the Rust constant's name in lower case, to the field, and raise an error for a key they
+//!    do not have, so a misspelt field fails the script instead of reading or writing a `nil` field:
+//!
+//!    ```lua
+//!    local TASK = setmetatable({
+//!      id = 'id',
+//!      status = 'status',
+//!      -- ...
+//!    }, { __index = function(_, key) error('TASK has no field ' .. tostring(key), 2) end })
+//!    ```
+//!
 //! 2. the hand-written helpers of `lua/lib.lua` (which may use the prelude);
 //! 3. the script itself.
 //!
@@ -20,6 +32,7 @@
 
 use redis::Script;
 
+use super::fields::{LuaTable, LUA_TABLES};
 use crate::messages::{self, Message};
 
 const LIB: &str = include_str!("../../lua/lib.lua");
@@ -123,7 +136,10 @@ fn param(name: &str) -> String {
 
 /// The generated prelude (see the module comment).
 fn prelude() -> String {
-    let mut lua = String::from("-- Generated from messages.rs by store/scripts.rs.\n");
+    let mut lua = String::from("-- Generated from messages.rs and store/fields.rs by store/scripts.rs.\n");
+    for table in &LUA_TABLES {
+        lua.push_str(&lua_table(table));
+    }
     lua.push_str(&format!(
         "local TRACEPARENT_FIELD = {}\n",
         lua_string(messages::TRACEPARENT)
@@ -136,6 +152,24 @@ fn prelude() -> String {
             lua_fields(&function).join(", ")
         ));
     }
+    lua
+}
+
+/// The Lua key of a field: its Rust constant's name in lower case.
+fn lua_key(constant: &str) -> String {
+    constant.to_ascii_lowercase()
+}
+
+/// A table of field names, guarded against unknown keys.
+fn lua_table(table: &LuaTable) -> String {
+    let mut lua = format!("local {} = setmetatable({{\n", table.name);
+    for (constant, field) in table.fields {
+        lua.push_str(&format!("  {} = {},\n", lua_key(constant), lua_string(field)));
+    }
+    lua.push_str(&format!(
+        "}}, {{ __index = function(_, key) error('{} has no field ' .. tostring(key), 2) end }})\n",
+        table.name
+    ));
     lua
 }
 
@@ -199,6 +233,54 @@ mod tests {
             }
             for field in fields.iter().filter(|f| !function.params.contains(&f.as_str())) {
                 assert!(field.starts_with('\'') && !field.contains('\0'), "{field}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_prelude_maps_every_field_once_and_guards_unknown_keys() {
+        let lua = prelude();
+        for table in &LUA_TABLES {
+            let start = lua
+                .find(&format!("local {} = setmetatable({{\n", table.name))
+                .expect("the table is declared");
+            let body = &lua[start..];
+            let end = body.find("}, {").expect("the table ends");
+            let (entries, guard) = body.split_at(end);
+            for (constant, field) in table.fields {
+                let entry = format!("\n  {} = '{field}',\n", lua_key(constant));
+                assert_eq!(entries.matches(&entry).count(), 1, "{}: {entry}", table.name);
+            }
+            assert_eq!(entries.lines().count(), 1 + table.fields.len(), "{}", table.name);
+            assert!(
+                guard.starts_with(&format!(
+                    "}}, {{ __index = function(_, key) error('{} has no field ' .. tostring(key), 2) end }})\n",
+                    table.name
+                )),
+                "{guard}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_lua_key_is_a_plain_identifier() {
+        const KEYWORDS: [&str; 21] = [
+            "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "if", "in", "local",
+            "nil", "not", "or", "repeat", "return", "then", "true", "until", "while",
+        ];
+        for table in &LUA_TABLES {
+            for (constant, _) in table.fields {
+                let key = lua_key(constant);
+                let mut chars = key.chars();
+                assert!(
+                    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_'),
+                    "{key}"
+                );
+                assert!(
+                    chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                    "{key}"
+                );
+                assert!(!KEYWORDS.contains(&key.as_str()), "{key}");
             }
         }
     }

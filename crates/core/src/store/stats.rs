@@ -4,7 +4,11 @@
 
 use redis::{streams::StreamInfoGroupsReply, AsyncCommands};
 
-use super::{row::Row, Result, Store};
+use super::{
+    fields::{batch, task},
+    row::Row,
+    Result, Store,
+};
 use crate::domain::{Mode, Model, TaskStatus};
 
 /// A kind of partition stream.
@@ -127,23 +131,23 @@ impl Store {
     /// The figures of a batch and its tasks (one pipelined read), or `None` when the batch does not exist.
     pub async fn batch_figures(&self, batch_id: &str) -> Result<Option<BatchFigures>> {
         let mut conn = self.connection();
-        const BATCH: [&str; 3] = ["mode", "created_at", "total"];
+        const BATCH: [&str; 3] = [batch::MODE, batch::CREATED_AT, batch::TOTAL];
         const TASK: [&str; 7] = [
-            "model",
-            "status",
-            "created_at",
-            "claimed_at",
-            "submitted_at",
-            "finished_at",
-            "polls",
+            task::MODEL,
+            task::STATUS,
+            task::CREATED_AT,
+            task::CLAIMED_AT,
+            task::SUBMITTED_AT,
+            task::FINISHED_AT,
+            task::POLLS,
         ];
-        let batch: Vec<Option<String>> = conn.hmget(self.keys.batch(batch_id), &BATCH).await?;
-        let batch = Row::of_fields("batch", &BATCH, &batch);
-        let Some(mode) = batch.parse_opt::<Mode>("mode")? else {
+        let values: Vec<Option<String>> = conn.hmget(self.keys.batch(batch_id), &BATCH).await?;
+        let batch_row = Row::of_fields("batch", &BATCH, &values);
+        let Some(mode) = batch_row.parse_opt::<Mode>(batch::MODE)? else {
             return Ok(None);
         };
-        let created_at = batch.number("created_at")?;
-        let total: usize = batch.number("total")?;
+        let created_at = batch_row.number(batch::CREATED_AT)?;
+        let total: usize = batch_row.number(batch::TOTAL)?;
         let mut pipe = redis::pipe();
         for i in 0..total {
             pipe.hmget(self.keys.task(batch_id, &crate::ids::task_id(batch_id, i)), &TASK);
@@ -158,13 +162,13 @@ impl Store {
             .map(|values| {
                 let row = Row::of_fields("task", &TASK, values);
                 Ok(TaskFigures {
-                    model: row.parse("model")?,
-                    status: row.parse("status")?,
-                    created_at: row.number("created_at")?,
-                    claimed_at: row.number("claimed_at")?,
-                    submitted_at: row.number("submitted_at")?,
-                    finished_at: row.number("finished_at")?,
-                    polls: row.number("polls")?,
+                    model: row.parse(task::MODEL)?,
+                    status: row.parse(task::STATUS)?,
+                    created_at: row.number(task::CREATED_AT)?,
+                    claimed_at: row.number(task::CLAIMED_AT)?,
+                    submitted_at: row.number(task::SUBMITTED_AT)?,
+                    finished_at: row.number(task::FINISHED_AT)?,
+                    polls: row.number(task::POLLS)?,
                 })
             })
             .collect::<Result<_>>()?;

@@ -3,7 +3,11 @@
 
 use redis::AsyncCommands;
 
-use super::{row::Row, Result, Store, StoreError};
+use super::{
+    fields::{batch, task},
+    row::Row,
+    Result, Store, StoreError,
+};
 use crate::{
     domain::{BatchStatus, FailureCode, Model, ProviderName, TaskStatus},
     ids,
@@ -144,13 +148,14 @@ impl Store {
                 .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
                 .unwrap_or_default()
         };
+        // The script's answer, then task fields, read through a row like an HMGET.
         const CLAIMED: [&str; 6] = [
             "answer",
-            "attempts",
-            "model",
-            "spec",
-            "chain_first_frame",
-            "tenant_id",
+            task::ATTEMPTS,
+            task::MODEL,
+            task::SPEC,
+            task::CHAIN_FIRST_FRAME,
+            task::TENANT_ID,
         ];
         let values: Vec<Option<String>> = (0..CLAIMED.len()).map(|i| Some(text(i))).collect();
         let row = Row::of_fields(task_id, &CLAIMED, &values);
@@ -165,12 +170,13 @@ impl Store {
                 ),
             }));
         }
-        let attempt = row.parse("attempts")?;
+        let attempt = row.parse(task::ATTEMPTS)?;
         // A damaged spec is an error (the message is retried, then buried as poison); a model this version does not
         // know can never be sent, so the task fails at once.
-        let spec = serde_json::from_str(&text(3))
-            .map_err(|e| StoreError::Corrupt(format!("{task_id}: field `spec` does not parse: {e}")))?;
-        let model = match row.parse("model") {
+        let spec = serde_json::from_str(&text(3)).map_err(|e| {
+            StoreError::Corrupt(format!("{task_id}: field `{}` does not parse: {e}", task::SPEC))
+        })?;
+        let model = match row.parse(task::MODEL) {
             Ok(model) => model,
             Err(e) => {
                 return Ok(Claim::Unusable {
@@ -183,8 +189,8 @@ impl Store {
             attempt,
             model,
             spec,
-            chain_first_frame: row.text("chain_first_frame").map(str::to_owned),
-            tenant_id: row.string("tenant_id")?,
+            chain_first_frame: row.text(task::CHAIN_FIRST_FRAME).map(str::to_owned),
+            tenant_id: row.string(task::TENANT_ID)?,
         })
     }
 
@@ -334,17 +340,17 @@ impl Store {
     /// A task's state as the workers see it; `None` when there is no such task.
     pub async fn task_row(&self, task_id: &str) -> Result<Option<TaskRow>> {
         const FIELDS: [&str; 11] = [
-            "status",
-            "attempts",
-            "remote_id",
-            "model",
-            "progress",
-            "provider",
-            "polls",
-            "poll_errors",
-            "submitted_at",
-            "traceparent",
-            "tenant_id",
+            task::STATUS,
+            task::ATTEMPTS,
+            task::REMOTE_ID,
+            task::MODEL,
+            task::PROGRESS,
+            task::PROVIDER,
+            task::POLLS,
+            task::POLL_ERRORS,
+            task::SUBMITTED_AT,
+            task::TRACEPARENT,
+            task::TENANT_ID,
         ];
         let batch_id = batch_of(task_id)?;
         let values: Vec<Option<String>> = self
@@ -352,41 +358,46 @@ impl Store {
             .hmget(self.keys.task(&batch_id, task_id), &FIELDS)
             .await?;
         let row = Row::of_fields(task_id, &FIELDS, &values);
-        let Some(status) = row.parse_opt::<TaskStatus>("status")? else {
+        let Some(status) = row.parse_opt::<TaskStatus>(task::STATUS)? else {
             return Ok(None);
         };
         Ok(Some(TaskRow {
             status,
-            attempt: row.number("attempts")?,
-            remote_id: row.text("remote_id").unwrap_or_default().to_owned(),
-            model: row.parse("model")?,
+            attempt: row.number(task::ATTEMPTS)?,
+            remote_id: row.text(task::REMOTE_ID).unwrap_or_default().to_owned(),
+            model: row.parse(task::MODEL)?,
             batch_id,
-            progress: row.number::<u8>("progress")?.min(100),
-            provider: row.parse_opt("provider")?,
-            polls: row.number("polls")?,
-            poll_errors: row.number("poll_errors")?,
-            submitted_at: row.number("submitted_at")?,
-            traceparent: row.text("traceparent").map(str::to_owned),
-            tenant_id: row.string("tenant_id")?,
+            progress: row.number::<u8>(task::PROGRESS)?.min(100),
+            provider: row.parse_opt(task::PROVIDER)?,
+            polls: row.number(task::POLLS)?,
+            poll_errors: row.number(task::POLL_ERRORS)?,
+            submitted_at: row.number(task::SUBMITTED_AT)?,
+            traceparent: row.text(task::TRACEPARENT).map(str::to_owned),
+            tenant_id: row.string(task::TENANT_ID)?,
         }))
     }
 
     /// What settlement needs to know about a batch; `None` when there is no such batch.
     pub async fn settlement_input(&self, batch_id: &str) -> Result<Option<SettlementInput>> {
-        const FIELDS: [&str; 4] = ["tenant_id", "status", "cost", "cost_succeeded"];
+        const FIELDS: [&str; 4] = [
+            batch::TENANT_ID,
+            batch::STATUS,
+            batch::COST,
+            batch::COST_SUCCEEDED,
+        ];
         let values: Vec<Option<String>> = self
             .connection()
             .hmget(self.keys.batch(batch_id), &FIELDS)
             .await?;
         let row = Row::of_fields(batch_id, &FIELDS, &values);
-        let Some(status) = row.parse_opt::<BatchStatus>("status")? else {
+        let Some(status) = row.parse_opt::<BatchStatus>(batch::STATUS)? else {
             return Ok(None);
         };
         Ok(Some(SettlementInput {
-            tenant_id: row.string("tenant_id")?,
+            tenant_id: row.string(batch::TENANT_ID)?,
             status,
-            cost: row.number("cost")?,
-            cost_succeeded: row.number("cost_succeeded")?,
+            cost: row.number(batch::COST)?,
+            cost_succeeded: row.number(batch::COST_SUCCEEDED)?,
         }))
     }
 

@@ -4,7 +4,7 @@
 use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
 
-use super::{Result, Store, StoreError};
+use super::{fields::tenant, Result, Store, StoreError};
 use crate::{ids, model::now_ms};
 
 /// A tenant's credits.
@@ -84,13 +84,13 @@ impl Store {
             .hset_multiple(
                 self.keys.tenant(&tenant_id),
                 &[
-                    ("id", tenant_id.as_str()),
-                    ("name", name),
-                    ("balance", "0"),
-                    ("frozen", "0"),
-                    ("charged", "0"),
-                    ("granted", "0"),
-                    ("created_at", &now.to_string()),
+                    (tenant::ID, tenant_id.as_str()),
+                    (tenant::NAME, name),
+                    (tenant::BALANCE, "0"),
+                    (tenant::FROZEN, "0"),
+                    (tenant::CHARGED, "0"),
+                    (tenant::GRANTED, "0"),
+                    (tenant::CREATED_AT, &now.to_string()),
                 ],
             )
             .await?;
@@ -136,7 +136,7 @@ impl Store {
             .connection()
             .hmget(
                 self.keys.tenant(tenant_id),
-                &["balance", "frozen", "charged", "granted"],
+                &[tenant::BALANCE, tenant::FROZEN, tenant::CHARGED, tenant::GRANTED],
             )
             .await?;
         Ok(Credits {
