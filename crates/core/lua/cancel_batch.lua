@@ -3,12 +3,12 @@
 -- KEYS[1] batch hash, KEYS[2] batch events stream
 -- Returns 'ok' when the batch is (now) cancelling, otherwise its status ('settling', 'completed', 'cancelled'),
 -- or 'missing'.
-local status = redis.call('HGET', KEYS[1], BATCH.status)
+local status = redis.call('HGET', KEYS[1], BATCH_STATUS)
 if not status then
   return 'missing'
 end
 if status == 'queued' or status == 'in_progress' then
-  redis.call('HSET', KEYS[1], BATCH.status, 'cancelling')
+  redis.call('HSET', KEYS[1], BATCH_STATUS, 'cancelling')
   emit_batch(KEYS[2], KEYS[1])
   return 'ok'
 end

@@ -21,13 +21,13 @@ end
 
 hset_all(KEYS[1], batch)
 for i, task in ipairs(tasks) do
-  local task_id = task[TASK.id]
+  local task_id = task[TASK_ID]
   hset_all(ARGV[3] .. task_id, task)
   -- chain mode starts with the first shot only; the next one is queued when its predecessor succeeds
-  if batch[BATCH.mode] ~= 'chain' or i == 1 then
-    xadd_message(KEYS[2], submit_task_message(task_id, batch[BATCH.id]), batch[BATCH.traceparent])
+  if batch[BATCH_MODE] ~= 'chain' or i == 1 then
+    xadd_message(KEYS[2], submit_task_message(task_id, batch[BATCH_ID]), batch[BATCH_TRACEPARENT])
   end
 end
-redis.call('ZADD', KEYS[4], tonumber(batch[BATCH.created_at]), batch[BATCH.id])
+redis.call('ZADD', KEYS[4], tonumber(batch[BATCH_CREATED_AT]), batch[BATCH_ID])
 emit_batch(KEYS[3], KEYS[1])
 return 1

@@ -7,7 +7,7 @@
 -- ARGV[6] failure code, ARGV[7] failure message, ARGV[8] task key prefix (the task id is appended),
 -- ARGV[9] the batch's task id stem (a task's index is appended), ARGV[10] batch id
 -- Returns 1 when applied, 0 when the task was already terminal or belongs to another attempt.
-local t = redis.call('HMGET', KEYS[1], TASK.status, TASK.attempts, TASK.id, TASK.index, TASK.price)
+local t = redis.call('HMGET', KEYS[1], TASK_STATUS, TASK_ATTEMPTS, TASK_ID, TASK_INDEX, TASK_PRICE)
 local status = t[1]
 if not status or is_terminal(status) then
   return 0
@@ -17,33 +17,33 @@ if ARGV[2] ~= '' and t[2] ~= ARGV[2] then
 end
 local now = ARGV[1]
 local new_status = ARGV[3]
-redis.call('HSET', KEYS[1], TASK.status, new_status, TASK.finished_at, now, TASK.updated_at, now)
-redis.call('HDEL', KEYS[1], TASK.lease_until)
+redis.call('HSET', KEYS[1], TASK_STATUS, new_status, TASK_FINISHED_AT, now, TASK_UPDATED_AT, now)
+redis.call('HDEL', KEYS[1], TASK_LEASE_UNTIL)
 redis.call('ZREM', KEYS[3], t[3])
 redis.call('ZREM', KEYS[7], t[3])
 if status == 'queued' then
-  redis.call('HINCRBY', KEYS[2], BATCH.n_queued, -1)
+  redis.call('HINCRBY', KEYS[2], BATCH_N_QUEUED, -1)
 else
-  redis.call('HINCRBY', KEYS[2], BATCH.n_running, -1)
+  redis.call('HINCRBY', KEYS[2], BATCH_N_RUNNING, -1)
 end
 if new_status == 'succeeded' then
-  redis.call('HSET', KEYS[1], TASK.progress, 100, TASK.output_url, ARGV[4])
+  redis.call('HSET', KEYS[1], TASK_PROGRESS, 100, TASK_OUTPUT_URL, ARGV[4])
   if ARGV[5] ~= '' then
-    redis.call('HSET', KEYS[1], TASK.last_frame_url, ARGV[5])
+    redis.call('HSET', KEYS[1], TASK_LAST_FRAME_URL, ARGV[5])
   end
-  redis.call('HINCRBY', KEYS[2], BATCH.n_succeeded, 1)
-  redis.call('HINCRBY', KEYS[2], BATCH.cost_succeeded, tonumber(t[5]))
+  redis.call('HINCRBY', KEYS[2], BATCH_N_SUCCEEDED, 1)
+  redis.call('HINCRBY', KEYS[2], BATCH_COST_SUCCEEDED, tonumber(t[5]))
 elseif new_status == 'cancelled' then
-  redis.call('HSET', KEYS[1], TASK.failure_code, ARGV[6], TASK.failure_message, ARGV[7])
-  redis.call('HINCRBY', KEYS[2], BATCH.n_cancelled, 1)
+  redis.call('HSET', KEYS[1], TASK_FAILURE_CODE, ARGV[6], TASK_FAILURE_MESSAGE, ARGV[7])
+  redis.call('HINCRBY', KEYS[2], BATCH_N_CANCELLED, 1)
 else
-  redis.call('HSET', KEYS[1], TASK.failure_code, ARGV[6], TASK.failure_message, ARGV[7])
-  redis.call('HINCRBY', KEYS[2], BATCH.n_failed, 1)
+  redis.call('HSET', KEYS[1], TASK_FAILURE_CODE, ARGV[6], TASK_FAILURE_MESSAGE, ARGV[7])
+  redis.call('HINCRBY', KEYS[2], BATCH_N_FAILED, 1)
 end
 emit_task(KEYS[5], KEYS[1])
 
 local batch_id = ARGV[10]
-local b = redis.call('HMGET', KEYS[2], BATCH.mode, BATCH.total, BATCH.status, BATCH.traceparent)
+local b = redis.call('HMGET', KEYS[2], BATCH_MODE, BATCH_TOTAL, BATCH_STATUS, BATCH_TRACEPARENT)
 if b[1] == 'chain' then
   local total = tonumber(b[2])
   local first = tonumber(t[4]) + 1
@@ -52,9 +52,9 @@ if b[1] == 'chain' then
     if first < total and b[3] ~= 'cancelling' then
       local next_id = ARGV[9] .. first
       local next_key = ARGV[8] .. next_id
-      if redis.call('HGET', next_key, TASK.status) == 'queued' then
+      if redis.call('HGET', next_key, TASK_STATUS) == 'queued' then
         if ARGV[5] ~= '' then
-          redis.call('HSET', next_key, TASK.chain_first_frame, ARGV[5])
+          redis.call('HSET', next_key, TASK_CHAIN_FIRST_FRAME, ARGV[5])
         end
         xadd_message(KEYS[4], submit_task_message(next_id, batch_id), b[4])
       end
@@ -64,11 +64,11 @@ if b[1] == 'chain' then
     local why = 'an earlier shot of the chain ' .. (new_status == 'cancelled' and 'was cancelled' or 'failed')
     for j = first, total - 1 do
       local next_key = ARGV[8] .. ARGV[9] .. j
-      if redis.call('HGET', next_key, TASK.status) == 'queued' then
-        redis.call('HSET', next_key, TASK.status, 'cancelled', TASK.finished_at, now, TASK.updated_at, now,
-          TASK.failure_code, 'cancelled', TASK.failure_message, why)
-        redis.call('HINCRBY', KEYS[2], BATCH.n_queued, -1)
-        redis.call('HINCRBY', KEYS[2], BATCH.n_cancelled, 1)
+      if redis.call('HGET', next_key, TASK_STATUS) == 'queued' then
+        redis.call('HSET', next_key, TASK_STATUS, 'cancelled', TASK_FINISHED_AT, now, TASK_UPDATED_AT, now,
+          TASK_FAILURE_CODE, 'cancelled', TASK_FAILURE_MESSAGE, why)
+        redis.call('HINCRBY', KEYS[2], BATCH_N_QUEUED, -1)
+        redis.call('HINCRBY', KEYS[2], BATCH_N_CANCELLED, 1)
         emit_task(KEYS[5], next_key)
       end
     end
@@ -78,7 +78,7 @@ end
 local c = counts_of(KEYS[2])
 if c.succeeded + c.failed + c.cancelled >= c.total then
   if b[3] ~= 'cancelling' then
-    redis.call('HSET', KEYS[2], BATCH.status, 'settling')
+    redis.call('HSET', KEYS[2], BATCH_STATUS, 'settling')
   end
   xadd_message(KEYS[6], settle_batch_message(batch_id), b[4])
 end

@@ -5,7 +5,7 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
-local balance = redis.call('HINCRBY', KEYS[1], TENANT.balance, tonumber(ARGV[1]))
-redis.call('HINCRBY', KEYS[1], TENANT.granted, tonumber(ARGV[1]))
+local balance = redis.call('HINCRBY', KEYS[1], TENANT_BALANCE, tonumber(ARGV[1]))
+redis.call('HINCRBY', KEYS[1], TENANT_GRANTED, tonumber(ARGV[1]))
 redis.call('XADD', KEYS[2], '*', 'kind', 'grant', 'amount', ARGV[1], 'reason', ARGV[2], 'balance', balance, 'at', ARGV[3])
 return balance

@@ -8,8 +8,8 @@ local function emit(events_key, event_type, payload)
 end
 
 local function counts_of(batch_key)
-  local c = redis.call('HMGET', batch_key, BATCH.total, BATCH.n_queued, BATCH.n_running, BATCH.n_succeeded,
-    BATCH.n_failed, BATCH.n_cancelled)
+  local c = redis.call('HMGET', batch_key, BATCH_TOTAL, BATCH_N_QUEUED, BATCH_N_RUNNING, BATCH_N_SUCCEEDED,
+    BATCH_N_FAILED, BATCH_N_CANCELLED)
   return {
     total = tonumber(c[1]) or 0, queued = tonumber(c[2]) or 0, running = tonumber(c[3]) or 0,
     succeeded = tonumber(c[4]) or 0, failed = tonumber(c[5]) or 0, cancelled = tonumber(c[6]) or 0,
@@ -17,12 +17,12 @@ local function counts_of(batch_key)
 end
 
 local function emit_batch(events_key, batch_key)
-  local b = redis.call('HMGET', batch_key, BATCH.id, BATCH.status)
+  local b = redis.call('HMGET', batch_key, BATCH_ID, BATCH_STATUS)
   emit(events_key, 'batch.updated', { id = b[1], status = b[2], request_counts = counts_of(batch_key) })
 end
 
 local function emit_task(events_key, task_key)
-  local t = redis.call('HMGET', task_key, TASK.id, TASK.index, TASK.status, TASK.progress, TASK.attempts)
+  local t = redis.call('HMGET', task_key, TASK_ID, TASK_INDEX, TASK_STATUS, TASK_PROGRESS, TASK_ATTEMPTS)
   emit(events_key, 'task.updated', {
     id = t[1], index = tonumber(t[2]), status = t[3], progress = tonumber(t[4]) or 0, attempts = tonumber(t[5]) or 0,
   })

@@ -6,18 +6,18 @@
 -- Returns {1, balance} when reserved (or already reserved), {0, balance} when the balance is short, {-1, balance}
 -- when this batch id was settled or released before (it cannot be reserved again).
 if redis.call('HEXISTS', KEYS[5], ARGV[1]) == 1 then
-  return { -1, tonumber(redis.call('HGET', KEYS[1], TENANT.balance)) }
+  return { -1, tonumber(redis.call('HGET', KEYS[1], TENANT_BALANCE)) }
 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
-  return { 1, tonumber(redis.call('HGET', KEYS[1], TENANT.balance)) }
+  return { 1, tonumber(redis.call('HGET', KEYS[1], TENANT_BALANCE)) }
 end
 local amount = tonumber(ARGV[2])
-local balance = tonumber(redis.call('HGET', KEYS[1], TENANT.balance) or '0')
+local balance = tonumber(redis.call('HGET', KEYS[1], TENANT_BALANCE) or '0')
 if balance < amount then
   return { 0, balance }
 end
-balance = redis.call('HINCRBY', KEYS[1], TENANT.balance, -amount)
-redis.call('HINCRBY', KEYS[1], TENANT.frozen, amount)
+balance = redis.call('HINCRBY', KEYS[1], TENANT_BALANCE, -amount)
+redis.call('HINCRBY', KEYS[1], TENANT_FROZEN, amount)
 redis.call('HSET', KEYS[2], ARGV[1], amount)
 redis.call('XADD', KEYS[3], '*', 'kind', 'freeze', 'amount', amount, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])
 redis.call('ZADD', KEYS[4], tonumber(ARGV[3]), ARGV[1])

@@ -7,7 +7,7 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 local sent = 0
 for _, task_id in ipairs(due) do
   redis.call('ZREM', KEYS[1], task_id)
-  local t = redis.call('HMGET', ARGV[3] .. task_id, TASK.batch_id, TASK.traceparent)
+  local t = redis.call('HMGET', ARGV[3] .. task_id, TASK_BATCH_ID, TASK_TRACEPARENT)
   if t[1] then
     xadd_message(KEYS[2], submit_task_message(task_id, t[1]), t[2])
     sent = sent + 1

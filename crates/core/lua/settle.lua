@@ -18,9 +18,9 @@ if charge > reserved then
   return redis.error_reply('charge exceeds the reservation')
 end
 local refund = reserved - charge
-redis.call('HINCRBY', KEYS[1], TENANT.frozen, -reserved)
-redis.call('HINCRBY', KEYS[1], TENANT.charged, charge)
-local balance = redis.call('HINCRBY', KEYS[1], TENANT.balance, refund)
+redis.call('HINCRBY', KEYS[1], TENANT_FROZEN, -reserved)
+redis.call('HINCRBY', KEYS[1], TENANT_CHARGED, charge)
+local balance = redis.call('HINCRBY', KEYS[1], TENANT_BALANCE, refund)
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], charge .. ':' .. refund)
 redis.call('XADD', KEYS[3], '*', 'kind', 'charge', 'amount', charge, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])

@@ -2,7 +2,7 @@
 -- KEYS[1] batch hash, KEYS[2] batch events stream, KEYS[3] the partition's open batches (zset)
 -- ARGV[1] now (ms), ARGV[2] charged, ARGV[3] refunded
 -- Returns 1 when applied, 0 when the batch was not waiting for its settlement (a duplicate message).
-local status = redis.call('HGET', KEYS[1], BATCH.status)
+local status = redis.call('HGET', KEYS[1], BATCH_STATUS)
 local final
 if status == 'settling' then
   final = 'completed'
@@ -11,8 +11,8 @@ elseif status == 'cancelling' then
 else
   return 0
 end
-redis.call('HSET', KEYS[1], BATCH.status, final, BATCH.charged, ARGV[2], BATCH.refunded, ARGV[3],
-  BATCH.completed_at, ARGV[1])
-redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], BATCH.id))
+redis.call('HSET', KEYS[1], BATCH_STATUS, final, BATCH_CHARGED, ARGV[2], BATCH_REFUNDED, ARGV[3],
+  BATCH_COMPLETED_AT, ARGV[1])
+redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], BATCH_ID))
 emit_batch(KEYS[2], KEYS[1])
 return 1

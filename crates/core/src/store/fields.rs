@@ -1,7 +1,7 @@
 //! The field names of the batch, task and tenant hashes, declared once. Rust reads and writes them through these
-//! constants, and every Lua script reads them from the tables `BATCH`, `TASK` and `TENANT` that `scripts.rs`
-//! generates from the same declarations (`TASK.status` is `'status'`; an unknown key such as `TASK.stauts` raises
-//! an error instead of naming a `nil` field). Renaming a field here renames it everywhere.
+//! constants, and every Lua script reads them from the constants `scripts.rs` generates from the same declarations
+//! (`TASK_STATUS` is `'status'`; a misspelt one such as `TASK_STAUTS` is an undeclared global, which Redis refuses,
+//! so the script fails instead of naming a `nil` field). Renaming a field here renames it everywhere.
 //!
 //! The other hashes keep their names where they are used: the idempotency record (`idem_*.lua`, written and read
 //! only by those scripts) and the reservation and settlement hashes, whose fields are batch ids.
@@ -148,14 +148,14 @@ hash_fields! {
     }
 }
 
-/// A hash whose fields the Lua scripts get as a table.
+/// A hash whose fields the Lua scripts get as constants (`<name>_<CONSTANT>`).
 pub(crate) struct LuaTable {
-    /// The table's name in Lua.
+    /// The prefix of its constants in Lua.
     pub name: &'static str,
     pub fields: &'static [(&'static str, &'static str)],
 }
 
-/// The tables of the generated prelude.
+/// The hashes of the generated prelude.
 pub(crate) const LUA_TABLES: [LuaTable; 3] = [
     LuaTable {
         name: "BATCH",
