@@ -5,14 +5,16 @@
 //! confirmed with one status call to the provider before it counts, and applied through the same state-checked,
 //! attempt-fenced transition as the poller's, so duplicated, reordered and late callbacks change nothing.
 
+use std::sync::Arc;
+
 use axum::{
     body::Bytes,
     extract::rejection::BytesRejection,
     extract::{Path, Query, State},
     http::StatusCode,
 };
-use gantry_core::{callback, domain::TaskStatus, model::now_ms};
-use gantry_provider::{outcome, ProviderName, RemoteStatus};
+use gantry_core::{callback, domain::TaskStatus, model::now_ms, store::TaskRow};
+use gantry_provider::{outcome, Provider, ProviderName, RemoteStatus};
 use gantry_telemetry::{context, metrics::metrics, KeyValue};
 use serde::Deserialize;
 use tracing::Instrument;
@@ -81,29 +83,34 @@ pub(crate) async fn receive(
             context::add_link(&span, &request);
         }
     }
-    tokio::spawn(
-        async move {
-            let outcome = match provider.status(&target.remote_id).await {
-                Ok(status) => outcome::terminal_outcome(status),
-                Err(e) => {
-                    return tracing::warn!(error = %e, "confirming a callback failed; polling will catch up")
-                }
-            };
-            let Some(outcome) = outcome else {
-                return tracing::info!("callback not confirmed: the task is still running");
-            };
-            match state
-                .store
-                .finish_task(&task_id, Some(attempt), &outcome, now_ms())
-                .await
-            {
-                Ok(applied) => tracing::info!(applied, "callback confirmed"),
-                Err(e) => tracing::warn!(error = %e, "applying a callback failed; polling will catch up"),
-            }
-        }
-        .instrument(span),
-    );
+    tokio::spawn(confirm(state, provider, task_id, target, attempt).instrument(span));
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Asks the provider for the task's state and, when it has ended, finishes the task through the same
+/// state-checked, attempt-fenced transition as the poller's. Failures are left to the polls.
+async fn confirm(
+    state: AppState,
+    provider: Arc<dyn Provider>,
+    task_id: String,
+    target: TaskRow,
+    attempt: u32,
+) {
+    let outcome = match provider.status(&target.remote_id).await {
+        Ok(status) => outcome::terminal_outcome(status),
+        Err(e) => return tracing::warn!(error = %e, "confirming a callback failed; polling will catch up"),
+    };
+    let Some(outcome) = outcome else {
+        return tracing::info!("callback not confirmed: the task is still running");
+    };
+    match state
+        .store
+        .finish_task(&task_id, Some(attempt), &outcome, now_ms())
+        .await
+    {
+        Ok(applied) => tracing::info!(applied, "callback confirmed"),
+        Err(e) => tracing::warn!(error = %e, "applying a callback failed; polling will catch up"),
+    }
 }
 
 /// Counts a callback in `gantry.webhooks` by provider and outcome (`applied`: confirmed with the provider;
