@@ -25,6 +25,9 @@ pub struct Limits {
 }
 
 pub const MAX_PROMPT_CHARS: usize = 4000;
+/// Violations listed at most; past it the list ends with one entry that counts the rest, so the size of a 422
+/// answer does not grow with the body.
+pub const MAX_ERRORS: usize = 50;
 pub const MAX_CUSTOM_ID_CHARS: usize = 64;
 pub const MAX_METADATA_PAIRS: usize = 16;
 pub const MAX_METADATA_KEY_CHARS: usize = 64;
@@ -53,23 +56,52 @@ pub struct ValidTask {
     pub price: u64,
 }
 
-struct Errors(Vec<FieldError>);
+/// The violations found so far: the first [`MAX_ERRORS`], and a count of the rest.
+#[derive(Default)]
+struct Errors {
+    listed: Vec<FieldError>,
+    omitted: usize,
+}
 
 impl Errors {
     fn add(&mut self, pointer: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            pointer: pointer.into(),
-            message: message.into(),
-        });
+        if self.listed.len() < MAX_ERRORS {
+            self.listed.push(FieldError {
+                pointer: pointer.into(),
+                message: message.into(),
+            });
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    /// How many violations were found, listed or not.
+    fn count(&self) -> usize {
+        self.listed.len() + self.omitted
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count() == 0
+    }
+
+    /// The list as the API shows it: the first violations, then one entry saying how many more there were.
+    fn into_list(mut self) -> Vec<FieldError> {
+        if self.omitted > 0 {
+            self.listed.push(FieldError {
+                pointer: String::new(),
+                message: format!("and {} more violations not listed", self.omitted),
+            });
+        }
+        self.listed
     }
 }
 
 /// Validates a parsed JSON body against the v1 batch rules and prices it.
 pub fn validate_batch(body: &Value, limits: &Limits, prices: &Prices) -> Result<ValidBatch, Vec<FieldError>> {
-    let mut errors = Errors(Vec::new());
+    let mut errors = Errors::default();
     let Some(object) = body.as_object() else {
         errors.add("", "the body must be a JSON object");
-        return Err(errors.0);
+        return Err(errors.into_list());
     };
     for key in object.keys() {
         if !matches!(key.as_str(), "mode" | "tasks" | "metadata") {
@@ -89,13 +121,14 @@ pub fn validate_batch(body: &Value, limits: &Limits, prices: &Prices) -> Result<
     let mut tasks = Vec::new();
     match object.get("tasks") {
         None => errors.add("/tasks", "is required"),
+        Some(Value::Array(items)) if items.is_empty() || items.len() > limits.max_tasks => {
+            // A structural limit: the items are not looked at, so a huge array costs one error, not one per item.
+            errors.add(
+                "/tasks",
+                format!("must hold between 1 and {} tasks", limits.max_tasks),
+            );
+        }
         Some(Value::Array(items)) => {
-            if items.is_empty() || items.len() > limits.max_tasks {
-                errors.add(
-                    "/tasks",
-                    format!("must hold between 1 and {} tasks", limits.max_tasks),
-                );
-            }
             let mut custom_ids = HashSet::new();
             for (i, item) in items.iter().enumerate() {
                 if let Some(task) = validate_task(i, item, prices, &mut errors) {
@@ -113,14 +146,14 @@ pub fn validate_batch(body: &Value, limits: &Limits, prices: &Prices) -> Result<
         }
         Some(_) => errors.add("/tasks", "must be an array"),
     }
-    if errors.0.is_empty() {
+    if errors.is_empty() {
         Ok(ValidBatch {
             mode,
             tasks,
             metadata,
         })
     } else {
-        Err(errors.0)
+        Err(errors.into_list())
     }
 }
 
@@ -166,7 +199,7 @@ fn validate_task(i: usize, item: &Value, prices: &Prices, errors: &mut Errors) -
         errors.add(format!("/tasks/{i}"), "must be an object");
         return None;
     };
-    let before = errors.0.len();
+    let before = errors.count();
     for key in task.keys() {
         if !matches!(
             key.as_str(),
@@ -285,7 +318,7 @@ fn validate_task(i: usize, item: &Value, prices: &Prices, errors: &mut Errors) -
         }
         None => {}
     }
-    if errors.0.len() > before {
+    if errors.count() > before {
         return None;
     }
     let model = model?;
@@ -459,5 +492,28 @@ mod tests {
             {"model": Model::Veo31Pro, "prompt": "p", "aspect_ratio": "16:9", "custom_id": "a"},
         ]}));
         assert_eq!(got, ["/tasks/0/prompt", "/tasks/2/custom_id"]);
+    }
+
+    #[test]
+    fn too_many_tasks_is_one_error_and_long_lists_are_capped() {
+        let limits = Limits { max_tasks: 100 };
+        let huge = json!({ "tasks": vec![json!({}); 100_000] });
+        let errors = validate_batch(&huge, &limits, &prices()).expect_err("too many tasks");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].pointer, "/tasks");
+
+        // 100 tasks with several violations each: the first MAX_ERRORS, then one entry counting the rest.
+        let bad = json!({ "tasks": vec![json!({ "model": "nope", "prompt": 1, "extra": true }); 100] });
+        let errors = validate_batch(&bad, &limits, &prices()).expect_err("many violations");
+        assert_eq!(errors.len(), MAX_ERRORS + 1);
+        let last = errors.last().expect("a last entry");
+        assert_eq!(last.pointer, "");
+        assert!(
+            last.message.starts_with("and ") && last.message.ends_with(" more violations not listed"),
+            "{last:?}"
+        );
+        assert!(errors[..MAX_ERRORS]
+            .iter()
+            .all(|e| e.pointer.starts_with("/tasks/")));
     }
 }

@@ -7,7 +7,8 @@
 //!   `gateway.idempotency_ttl_secs`: a retry of the same request (same method, path and body bytes) gets it back
 //!   with `Idempotent-Replayed: true`; a different request under the same key is 422 `idempotency_key_reused`;
 //! - a retry while the first is still running is 409 `conflict` with `Retry-After: 1`;
-//! - a 5xx answer is not kept: the record is dropped, so the client may simply retry;
+//! - a 5xx answer is not kept: the record is dropped, so the client may simply retry; neither is an answer over
+//!   64 KiB (none of Gantry's comes close), so a stored answer is bounded;
 //! - if the first attempt dies (its lease, `gateway.idempotency_lease_ms`, runs out), a retry takes the request
 //!   over with the id the first attempt chose (a create reuses its batch id, so the tenant pays once).
 
@@ -137,6 +138,10 @@ impl Idempotency {
     }
 }
 
+/// The largest answer kept for replay. Gantry's own answers are far smaller (a batch, a task, a 422 with at most
+/// `validate::MAX_ERRORS` violations); a larger one is sent but not kept, and a retry runs the request again.
+const MAX_KEPT_ANSWER_BYTES: usize = 64 * 1024;
+
 /// Keeps `response` as the request's answer (or, for a 5xx, drops the record) and returns it.
 async fn record(
     state: &AppState,
@@ -155,7 +160,8 @@ async fn record(
             return ApiError::Internal(format!("reading an answer to keep: {e}")).into_response();
         }
     };
-    let outcome = if parts.status.is_server_error() {
+    let outcome = if parts.status.is_server_error() || bytes.len() > MAX_KEPT_ANSWER_BYTES {
+        // Not kept: the client may retry (a 5xx), and Redis does not hold an answer of any size.
         state.store.idempotency_release(request, lease).await
     } else {
         let answer = StoredAnswer {

@@ -416,3 +416,63 @@ async fn the_ledger_shows_every_credit_movement_of_the_caller() {
         StatusCode::BAD_REQUEST
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_task_list_is_one_small_error_and_keeps_a_small_answer() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant(100).await;
+    // Just under the 1 MiB body limit: about 349,000 empty tasks.
+    let items = (app.stack.config.gateway.max_body_bytes - 64) / 3;
+    let body = format!("{{\"tasks\":[{}{{}}]}}", "{},".repeat(items - 1));
+    let response = app
+        .http
+        .post(format!("{}/v1/batches", app.base))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .header("idempotency-key", "huge-1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let text = response.text().await.unwrap();
+    assert!(text.len() < 2048, "a {} byte answer", text.len());
+    let problem: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(pointers(&problem), ["/tasks"]);
+    // The answer kept for replay is as small as the one sent.
+    let mut redis = app.redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*idem*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let kept: usize = redis::cmd("HSTRLEN")
+        .arg(&keys[0])
+        .arg("body")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(kept > 0 && kept < 2048, "{kept} bytes kept");
+    assert_eq!(app.credits(&key).await["frozen"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_many_violations_lists_fifty_and_counts_the_rest() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant(100).await;
+    let task = json!({ "model": "nope", "prompt": 7, "extra": true });
+    let (status, problem) = app.post_batch(&key, &json!({ "tasks": vec![task; 100] })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let errors = problem["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 51, "{problem}");
+    let last = errors.last().unwrap();
+    assert_eq!(last["pointer"], "");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("more violations not listed"),
+        "{last}"
+    );
+}
