@@ -29,6 +29,8 @@ pub const MAX_PROMPT_CHARS: usize = 4000;
 /// answer does not grow with the body.
 pub const MAX_ERRORS: usize = 50;
 pub const MAX_CUSTOM_ID_CHARS: usize = 64;
+/// Longest image URL accepted (it is stored with the task and sent to the provider).
+pub const MAX_URL_CHARS: usize = 2048;
 pub const MAX_METADATA_PAIRS: usize = 16;
 pub const MAX_METADATA_KEY_CHARS: usize = 64;
 pub const MAX_METADATA_VALUE_CHARS: usize = 512;
@@ -360,11 +362,12 @@ fn optional_url(
     errors: &mut Errors,
 ) -> Option<String> {
     let value = optional_string(task, field, pointer, errors)?;
-    if is_http_url(&value) {
-        Some(value)
-    } else {
-        errors.add(pointer, "must be an absolute http(s) URL");
-        None
+    match url_problem(&value) {
+        None => Some(value),
+        Some(problem) => {
+            errors.add(pointer, problem);
+            None
+        }
     }
 }
 
@@ -374,12 +377,16 @@ fn url_list(value: Option<&Value>, pointer: &str, errors: &mut Errors) -> Vec<St
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
-            .filter_map(|(j, v)| match v.as_str() {
-                Some(s) if is_http_url(s) => Some(s.to_owned()),
-                _ => {
-                    errors.add(format!("{pointer}/{j}"), "must be an absolute http(s) URL");
-                    None
-                }
+            .filter_map(|(j, v)| {
+                let problem = match v.as_str() {
+                    Some(s) => match url_problem(s) {
+                        None => return Some(s.to_owned()),
+                        Some(problem) => problem,
+                    },
+                    None => NOT_A_URL,
+                };
+                errors.add(format!("{pointer}/{j}"), problem);
+                None
             })
             .collect(),
         Some(_) => {
@@ -389,8 +396,16 @@ fn url_list(value: Option<&Value>, pointer: &str, errors: &mut Errors) -> Vec<St
     }
 }
 
-fn is_http_url(s: &str) -> bool {
-    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+const NOT_A_URL: &str = "must be an absolute http(s) URL";
+
+/// What is wrong with `s` as an image URL, if anything.
+fn url_problem(s: &str) -> Option<&'static str> {
+    if s.chars().count() > MAX_URL_CHARS {
+        return Some("must be at most 2048 characters");
+    }
+    let http =
+        url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+    (!http).then_some(NOT_A_URL)
 }
 
 /// Escapes a key for use in a JSON pointer (RFC 6901).
@@ -515,5 +530,24 @@ mod tests {
         assert!(errors[..MAX_ERRORS]
             .iter()
             .all(|e| e.pointer.starts_with("/tasks/")));
+    }
+
+    #[test]
+    fn urls_are_capped_in_length() {
+        let long = format!("https://x.test/{}", "a".repeat(MAX_URL_CHARS));
+        let body = json!({ "tasks": [
+            { "model": Model::Veo31Fast, "prompt": "p", "aspect_ratio": "16:9", "first_frame_url": long },
+            { "model": Model::Veo31Fast, "prompt": "p", "aspect_ratio": "16:9", "reference_image_urls": [long] },
+        ]});
+        let errors = validate_batch(&body, &Limits { max_tasks: 3 }, &prices()).expect_err("too long");
+        let pointers: Vec<_> = errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            ["/tasks/0/first_frame_url", "/tasks/1/reference_image_urls/0"]
+        );
+        assert!(
+            errors.iter().all(|e| e.message.contains("at most 2048")),
+            "{errors:?}"
+        );
     }
 }

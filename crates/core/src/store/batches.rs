@@ -188,7 +188,7 @@ impl Store {
     ) -> Result<Page<TaskView>> {
         let start = match after {
             Some(after) => match ids::parse_task_id(after) {
-                Some((b, index)) if b == batch.id => index + 1,
+                Some((b, index)) if b == batch.id => index.saturating_add(1),
                 _ => {
                     return Ok(Page {
                         data: Vec::new(),

@@ -211,7 +211,8 @@ impl Store {
         Ok(reply.ids.into_iter().map(LedgerEntry::from_stream).collect())
     }
 
-    /// A page of a tenant's ledger, newest first, after the entry `after` (exclusive), optionally of one batch.
+    /// A page of a tenant's ledger, newest first, after the entry `after` (exclusive; a well-formed stream id),
+    /// optionally of one batch.
     pub async fn ledger_page(
         &self,
         tenant_id: &str,
@@ -219,6 +220,13 @@ impl Store {
         limit: usize,
         after: Option<&str>,
     ) -> Result<super::Page<LedgerEntry>> {
+        if after == Some("0-0") {
+            // Nothing comes before the first possible id (and Redis refuses the range).
+            return Ok(super::Page {
+                data: Vec::new(),
+                has_more: false,
+            });
+        }
         let key = self.keys.ledger(tenant_id);
         let mut conn = self.connection();
         let mut end = match after {

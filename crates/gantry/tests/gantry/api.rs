@@ -476,3 +476,36 @@ async fn a_batch_with_many_violations_lists_fifty_and_counts_the_rest() {
         "{last}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_out_of_range_are_400_or_an_empty_page_never_500() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant(100).await;
+    let batch_id = app.submit(&key, &json!({ "tasks": [veo("a")] })).await;
+
+    // Digits past 64 bits are no ledger id: 400, not a Redis error.
+    let (status, problem) = app
+        .get(&key, "/v1/credits/ledger?after=99999999999999999999999-0")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(problem["code"], "invalid_request");
+    // Nothing comes before the very first id.
+    let (status, page) = app.get(&key, "/v1/credits/ledger?after=0-0").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["data"], json!([]));
+    // The largest id is fine too: everything is before it.
+    let (status, page) = app
+        .get(&key, &format!("/v1/credits/ledger?after={}-{}", u64::MAX, u64::MAX))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(!page["data"].as_array().unwrap().is_empty(), "{page}");
+
+    // A task cursor at the largest index: an empty page, not an overflow.
+    let last = format!("tsk_{}_{}", batch_id.trim_start_matches("bat_"), usize::MAX);
+    let (status, page) = app
+        .get(&key, &format!("/v1/batches/{batch_id}/tasks?after={last}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["data"], json!([]));
+    assert_eq!(page["has_more"], false);
+}

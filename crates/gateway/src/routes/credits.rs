@@ -31,14 +31,16 @@ pub(crate) async fn ledger(
     Query(query): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     let limit = query.limit()?;
-    if query.after.as_deref().is_some_and(|a| !super::is_stream_id(a)) {
-        return Err(ApiError::BadRequest(
-            "after must be the id of a ledger entry".into(),
-        ));
-    }
+    let after = match query.after.as_deref() {
+        None => None,
+        Some(after) => Some(
+            super::stream_id(after)
+                .ok_or_else(|| ApiError::BadRequest("after must be the id of a ledger entry".into()))?,
+        ),
+    };
     let page = state
         .store
-        .ledger_page(&tenant, query.batch_id.as_deref(), limit, query.after.as_deref())
+        .ledger_page(&tenant, query.batch_id.as_deref(), limit, after.as_deref())
         .await?;
     Ok(Json(list_object(page.data, page.has_more, |e| &e.id)))
 }

@@ -44,9 +44,8 @@ pub(crate) async fn stream(
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| super::is_stream_id(v))
-        .unwrap_or("0-0")
-        .to_owned();
+        .and_then(super::stream_id)
+        .unwrap_or_else(|| "0-0".to_owned());
     let cursor = Cursor {
         reader: state.store.batch_event_reader(&id, READ_BLOCK).await?,
         store: state.store.clone(),

@@ -82,9 +82,15 @@ pub(crate) fn list_object<T: serde::Serialize>(
     })
 }
 
-/// Whether `v` is a Redis stream entry id (`<ms>-<seq>`), as used for `Last-Event-ID` and ledger cursors.
-pub(crate) fn is_stream_id(v: &str) -> bool {
-    let mut parts = v.split('-');
-    let ok = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+/// `v` in canonical form if it is a Redis stream entry id (`<ms>-<seq>`, both 64-bit), as used for `Last-Event-ID`
+/// and ledger cursors; `None` for anything Redis would refuse.
+pub(crate) fn stream_id(v: &str) -> Option<String> {
+    let (ms, seq) = v.split_once('-')?;
+    let part = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| p.parse::<u64>().ok())
+            .flatten()
+    };
+    Some(format!("{}-{}", part(ms)?, part(seq)?))
 }
