@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gantry_core::{Config, Store};
+use gantry_core::{
+    store::{Grant, MAX_GRANT},
+    Config, Store,
+};
 use gantry_telemetry::{
     metrics::{announce, Role},
     LogFormat,
@@ -231,12 +234,15 @@ async fn admin(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                     reason,
                 },
         } => {
-            anyhow::ensure!(amount > 0, "--amount must be above 0");
-            let balance = store
-                .grant(&tenant, amount, &reason)
-                .await?
-                .with_context(|| format!("no tenant {tenant}"))?;
-            println!("balance: {balance}");
+            anyhow::ensure!(
+                (1..=MAX_GRANT).contains(&amount),
+                "--amount must be from 1 to {MAX_GRANT}"
+            );
+            match store.grant(&tenant, amount, &reason).await? {
+                Grant::Granted { balance } => println!("balance: {balance}"),
+                Grant::NoTenant => anyhow::bail!("no tenant {tenant}"),
+                Grant::TooMuch => anyhow::bail!("tenant {tenant} cannot hold that many credits"),
+            }
         }
         AdminCommand::DeadLetters { command } => dead_letters(&store, command).await?,
         AdminCommand::VerifyLedger => {

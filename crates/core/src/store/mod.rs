@@ -39,7 +39,7 @@ pub use self::{
     open_work::{OpenBatch, TaskLease},
     stats::{BatchFigures, ScheduleKind, StreamKind, StreamStats, TaskFigures},
     tasks::{CancelBatch, Claim, Outcome, SettlementInput, TaskRow},
-    tenants::{Credits, LedgerEntry, Reservation, Settlement},
+    tenants::{Credits, Grant, LedgerEntry, Reservation, Settlement, MAX_GRANT},
 };
 use crate::keys::Keys;
 

@@ -73,9 +73,33 @@ fn hash_key(api_key: &str) -> String {
     hex::encode(Sha256::digest(api_key.as_bytes()))
 }
 
+/// The most credits one grant (or a new tenant) may hold.
+pub const MAX_GRANT: u64 = 1_000_000_000_000;
+
+/// The most credits a tenant may be granted in all: 2^53 - 1, so that every balance stays exact in the Lua
+/// scripts, whose numbers are doubles.
+const MAX_GRANTED_TOTAL: u64 = (1 << 53) - 1;
+
+/// The answer to a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    Granted {
+        balance: i64,
+    },
+    NoTenant,
+    /// Over [`MAX_GRANT`] at once, or past what a tenant may hold in all; nothing changed.
+    TooMuch,
+}
+
 impl Store {
     /// Creates a tenant with `credits` granted; returns its id and its API key (shown once, stored hashed).
+    /// Creates a tenant with `credits` (at most [`MAX_GRANT`]) and its first API key.
     pub async fn create_tenant(&self, name: &str, credits: u64) -> Result<(String, String)> {
+        if credits > MAX_GRANT {
+            return Err(StoreError::Corrupt(format!(
+                "initial credits {credits} over the {MAX_GRANT} a grant may hold"
+            )));
+        }
         let tenant_id = ids::new_tenant_id();
         let api_key = ids::new_api_key();
         let now = now_ms();
@@ -104,10 +128,13 @@ impl Store {
         Ok((tenant_id, api_key))
     }
 
-    /// Grants credits; `None` when the tenant does not exist.
-    pub async fn grant(&self, tenant_id: &str, amount: u64, reason: &str) -> Result<Option<i64>> {
+    /// Grants credits (at most [`MAX_GRANT`] at once; a larger amount is refused as [`Grant::TooMuch`]).
+    pub async fn grant(&self, tenant_id: &str, amount: u64, reason: &str) -> Result<Grant> {
         if !ids::is_tenant_id(tenant_id) {
-            return Ok(None);
+            return Ok(Grant::NoTenant);
+        }
+        if amount > MAX_GRANT {
+            return Ok(Grant::TooMuch);
         }
         let balance: i64 = self
             .scripts
@@ -117,9 +144,14 @@ impl Store {
             .arg(amount)
             .arg(reason)
             .arg(now_ms())
+            .arg(MAX_GRANTED_TOTAL)
             .invoke_async(&mut self.connection())
             .await?;
-        Ok((balance >= 0).then_some(balance))
+        Ok(match balance {
+            -1 => Grant::NoTenant,
+            -2 => Grant::TooMuch,
+            balance => Grant::Granted { balance },
+        })
     }
 
     /// The tenant an API key belongs to.

@@ -495,7 +495,10 @@ async fn cursors_out_of_range_are_400_or_an_empty_page_never_500() {
     assert_eq!(page["data"], json!([]));
     // The largest id is fine too: everything is before it.
     let (status, page) = app
-        .get(&key, &format!("/v1/credits/ledger?after={}-{}", u64::MAX, u64::MAX))
+        .get(
+            &key,
+            &format!("/v1/credits/ledger?after={}-{}", u64::MAX, u64::MAX),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(!page["data"].as_array().unwrap().is_empty(), "{page}");
@@ -508,4 +511,53 @@ async fn cursors_out_of_range_are_400_or_an_empty_page_never_500() {
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["data"], json!([]));
     assert_eq!(page["has_more"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_amounts_stay_exact_or_are_refused_never_500() {
+    let app = TestApp::start().await;
+    let (tenant, key) = app.tenant(0).await;
+    let grant = |amount: Value| {
+        app.send(
+            app.http
+                .post(format!("{}/admin/v1/tenants/{tenant}/credits", app.base))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({ "amount": amount })),
+        )
+    };
+    // Past what Lua's doubles hold exactly: refused up front.
+    let (status, problem) = grant(json!((1u64 << 53) + 1)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(pointers(&problem), ["/amount"]);
+    let (status, problem) = grant(json!(u64::MAX)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    // The largest grant lands to the credit.
+    let (status, body) = grant(json!(1_000_000_000_000u64)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["balance"], 1_000_000_000_000u64);
+    assert_eq!(app.credits(&key).await["balance"], 1_000_000_000_000u64);
+    // A tenant about to pass 2^53 - 1 credits granted in all is refused, and nothing changes.
+    let mut redis = app.redis().await;
+    let tenant_key = gantry_core::keys::Keys::new("gantry", 1).tenant(&tenant);
+    let _: () = redis::cmd("HSET")
+        .arg(&tenant_key)
+        .arg("granted")
+        .arg((1u64 << 53) - 10)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (status, problem) = grant(json!(11)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(app.credits(&key).await["balance"], 1_000_000_000_000u64);
+
+    let (status, problem) = app
+        .send(
+            app.http
+                .post(format!("{}/admin/v1/tenants", app.base))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({ "name": "big", "credits": 1u64 << 60 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(pointers(&problem), ["/credits"]);
 }

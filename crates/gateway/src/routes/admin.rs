@@ -6,7 +6,10 @@ use axum::{
     http::StatusCode,
     Json,
 };
-use gantry_core::validate::FieldError;
+use gantry_core::{
+    store::{Grant, MAX_GRANT},
+    validate::FieldError,
+};
 use serde_json::{json, Value};
 
 use super::batches::json_body;
@@ -42,10 +45,13 @@ pub(crate) async fn create_tenant(
     }
     let credits = match body.get("credits") {
         None | Some(Value::Null) => Some(0),
-        Some(v) => v.as_u64(),
+        Some(v) => v.as_u64().filter(|c| *c <= MAX_GRANT),
     };
     if credits.is_none() {
-        errors.push(field("/credits", "must be a whole number of credits, 0 or more"));
+        errors.push(field(
+            "/credits",
+            &format!("must be a whole number of credits from 0 to {MAX_GRANT}"),
+        ));
     }
     let (false, Some(credits)) = (!errors.is_empty(), credits) else {
         return Err(ApiError::Validation(errors));
@@ -66,7 +72,10 @@ pub(crate) async fn grant(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let body = json_body(body, state.config.gateway.max_body_bytes)?;
-    let amount = body.get("amount").and_then(Value::as_u64).filter(|a| *a > 0);
+    let amount = body
+        .get("amount")
+        .and_then(Value::as_u64)
+        .filter(|a| (1..=MAX_GRANT).contains(a));
     let reason = body
         .get("reason")
         .and_then(Value::as_str)
@@ -75,14 +84,18 @@ pub(crate) async fn grant(
     let Some(amount) = amount else {
         return Err(ApiError::Validation(vec![field(
             "/amount",
-            "must be a whole number of credits above 0",
+            &format!("must be a whole number of credits from 1 to {MAX_GRANT}"),
         )]));
     };
-    let balance = state
-        .store
-        .grant(&tenant_id, amount, &reason)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let balance = match state.store.grant(&tenant_id, amount, &reason).await? {
+        Grant::Granted { balance } => balance,
+        Grant::NoTenant => return Err(ApiError::NotFound),
+        Grant::TooMuch => {
+            return Err(ApiError::Conflict(format!(
+                "tenant {tenant_id} cannot hold that many credits"
+            )))
+        }
+    };
     tracing::info!(tenant.id = %tenant_id, amount, "credits granted");
     Ok(Json(json!({"tenant_id": tenant_id, "balance": balance})))
 }
