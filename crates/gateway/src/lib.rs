@@ -22,6 +22,8 @@ pub(crate) struct AppState {
     store: Store,
     providers: Providers,
     config: Arc<Config>,
+    /// Provider callback confirmations in flight (`routes/callbacks.rs`).
+    confirmations: Arc<routes::Confirmations>,
 }
 
 /// Serves the gateway on `listener` until `shutdown`, then drains open requests.
@@ -32,6 +34,7 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationT
         store,
         providers,
         config: Arc::new(config.clone()),
+        confirmations: Arc::default(),
     };
     let app = router(state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");

@@ -1,7 +1,9 @@
 //! Living with a real provider: retries under injected faults, rejections, deadlines, webhooks, Seedance chains.
 
+use std::time::Duration;
+
 use gantry_core::{config::Secret, domain::ProviderName};
-use gantry_testkit::free_port;
+use gantry_testkit::{free_port, wait_for};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -204,4 +206,43 @@ async fn a_chain_on_seedance_hands_on_each_last_frame() {
         assert_eq!(stats.tasks[i].first_frame_url.as_deref(), Some(previous_frame));
         assert_eq!(stats.tasks[i - 1].last_frame_url.as_deref(), Some(previous_frame));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_replayed_callbacks_makes_one_status_call_at_a_time() {
+    // Slow status answers, so replays arrive while the first confirmation is still waiting for one.
+    let app = webhook_app(60_000).await;
+    set_faults(&app, json!({"latency_ms_min": 300, "latency_ms_max": 300})).await;
+    let (_, key) = app.tenant(100).await;
+    let batch_id = app
+        .submit(&key, &json!({"tasks": [veo("endless [sim:never]")]}))
+        .await;
+    let task_id = gantry_core::ids::task_id(&batch_id, 0);
+    wait_for("the task to run", Duration::from_secs(20), || async {
+        let (_, task) = app.get(&key, &format!("/v1/tasks/{task_id}")).await;
+        Ok((task["status"] == "running").then_some(()))
+    })
+    .await
+    .unwrap();
+
+    let token = gantry_core::callback::token("hook-secret", &task_id, 1);
+    let url = format!("{}/v1/provider/callbacks/grsai/{task_id}?token={token}", app.base);
+    let polls_before = app.stack.sim.stats().polls;
+    let replays = (0..100).map(|_| {
+        app.http
+            .post(&url)
+            .json(&json!({"id": "sim-1", "status": "succeeded", "url": "https://v/1.mp4"}))
+            .send()
+    });
+    for response in futures::future::join_all(replays).await {
+        assert!(response.unwrap().status().is_success());
+    }
+    // Every replay was answered at once; the confirmations behind them did not pile up.
+    let stats = app.stack.sim.stats();
+    assert!(stats.max_concurrent_polls_per_task <= 2, "{stats:?}");
+    assert!(
+        stats.polls - polls_before <= 10,
+        "{} status calls for 100 replays",
+        stats.polls - polls_before
+    );
 }

@@ -5,7 +5,10 @@
 //! confirmed with one status call to the provider before it counts, and applied through the same state-checked,
 //! attempt-fenced transition as the poller's, so duplicated, reordered and late callbacks change nothing.
 
-use std::sync::Arc;
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use axum::{
     body::Bytes,
@@ -66,6 +69,11 @@ pub(crate) async fn receive(
         count_webhook(provider_name, "ignored");
         return Ok(StatusCode::OK);
     }
+    // One confirmation per task at a time, and a bounded number in all: replayed callbacks cost nothing more.
+    let Some(confirmation) = state.confirmations.begin(&task_id) else {
+        count_webhook(provider_name, "ignored");
+        return Ok(StatusCode::ACCEPTED);
+    };
     count_webhook(provider_name, "applied");
     // The confirmation joins the task's trace (a child of the request that created the batch), linked to the
     // provider's callback request that prompted it.
@@ -83,16 +91,22 @@ pub(crate) async fn receive(
             context::add_link(&span, &request);
         }
     }
-    tokio::spawn(confirm(state, provider, task_id, target, attempt).instrument(span));
+    tokio::spawn(
+        async move {
+            confirm(&state, provider, &task_id, target, attempt).await;
+            drop(confirmation);
+        }
+        .instrument(span),
+    );
     Ok(StatusCode::ACCEPTED)
 }
 
 /// Asks the provider for the task's state and, when it has ended, finishes the task through the same
 /// state-checked, attempt-fenced transition as the poller's. Failures are left to the polls.
 async fn confirm(
-    state: AppState,
+    state: &AppState,
     provider: Arc<dyn Provider>,
-    task_id: String,
+    task_id: &str,
     target: TaskRow,
     attempt: u32,
 ) {
@@ -105,7 +119,7 @@ async fn confirm(
     };
     match state
         .store
-        .finish_task(&task_id, Some(attempt), &outcome, now_ms())
+        .finish_task(task_id, Some(attempt), &outcome, now_ms())
         .await
     {
         Ok(applied) => tracing::info!(applied, "callback confirmed"),
@@ -123,4 +137,44 @@ fn count_webhook(provider: ProviderName, outcome: &'static str) {
             KeyValue::new("gantry.webhook.outcome", outcome),
         ],
     );
+}
+
+/// The callback confirmations in flight: at most one per task, and at most [`MAX_CONFIRMATIONS`] in all, so a
+/// flood of valid (replayed) callbacks cannot pile up status calls waiting for provider permits.
+#[derive(Default)]
+pub(crate) struct Confirmations {
+    in_flight: Mutex<HashSet<String>>,
+}
+
+/// Confirmations in flight at once, per gateway process; past it a callback is acknowledged and left to the polls.
+const MAX_CONFIRMATIONS: usize = 64;
+
+impl Confirmations {
+    /// Starts confirming `task_id`, or `None` when it is already being confirmed or too many are.
+    fn begin(self: &Arc<Self>, task_id: &str) -> Option<Confirming> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if in_flight.len() >= MAX_CONFIRMATIONS || !in_flight.insert(task_id.to_owned()) {
+            return None;
+        }
+        Some(Confirming {
+            confirmations: self.clone(),
+            task_id: task_id.to_owned(),
+        })
+    }
+}
+
+/// One confirmation in flight; dropping it ends it.
+pub(crate) struct Confirming {
+    confirmations: Arc<Confirmations>,
+    task_id: String,
+}
+
+impl Drop for Confirming {
+    fn drop(&mut self) {
+        self.confirmations
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.task_id);
+    }
 }

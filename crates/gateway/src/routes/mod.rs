@@ -10,6 +10,8 @@ mod events;
 mod health;
 mod tasks;
 
+pub(crate) use callbacks::Confirmations;
+
 use axum::{
     routing::{get, post},
     Router,
