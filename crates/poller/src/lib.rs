@@ -225,7 +225,7 @@ impl Poller {
             }
         };
         let next = now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        let error = failure.map(|(e, _)| e.to_string());
+        let error = failure.map(|(e, _)| outcome::public_message(e));
         self.store
             .poll_update(task_id, target.attempt, progress, now, next, error.as_deref())
             .await?;

@@ -59,11 +59,21 @@ pub fn failure_code(error: &ProviderError) -> FailureCode {
     }
 }
 
+/// What a tenant is told about a failed provider call: a short fixed sentence per class. The error itself (which
+/// may carry the provider's URL or its own words) goes to the logs only, under the trace id.
+pub fn public_message(error: &ProviderError) -> String {
+    match error {
+        ProviderError::Rejected { status, .. } => format!("the provider refused the request (HTTP {status})"),
+        ProviderError::RateLimited { .. } => "the provider is limiting the rate of requests".into(),
+        ProviderError::Transient(_) => "the provider failed or did not answer in time".into(),
+    }
+}
+
 /// The outcome of a task given up after `error`.
 pub fn given_up(error: &ProviderError) -> Outcome {
     Outcome::Failed {
         code: failure_code(error),
-        message: error.to_string(),
+        message: public_message(error),
     }
 }
 
@@ -178,6 +188,13 @@ mod tests {
         assert_eq!(
             retry_reason(&ProviderError::Transient("x".into())),
             Some("transient")
+        );
+        let leaky =
+            ProviderError::Transient("error sending request for url (http://10.0.0.1/v1/draw/result)".into());
+        assert!(!public_message(&leaky).contains("http://"));
+        assert!(
+            !public_message(&rejected).contains("no"),
+            "the provider's own words stay out"
         );
     }
 

@@ -340,7 +340,7 @@ impl Worker {
                 let due = now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
                 tracing::warn!(error = %error, attempt, retry_in_ms = due - now, "provider create failed; retry scheduled");
                 self.store
-                    .retry_later(task_id, attempt, due, &error.to_string(), now)
+                    .retry_later(task_id, attempt, due, &outcome::public_message(error), now)
                     .await?;
             }
             Decision::GiveUp => {

@@ -246,3 +246,25 @@ async fn a_flood_of_replayed_callbacks_makes_one_status_call_at_a_time() {
         stats.polls - polls_before
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_see_failure_codes_and_short_messages_not_provider_errors() {
+    let app = TestApp::start_with(|c| {
+        fast_retries(c);
+        c.retry.max_attempts = 3;
+    })
+    .await;
+    set_faults(&app, json!({"rate_5xx": 1.0})).await;
+    let (_, key) = app.tenant(100).await;
+    let batch_id = app.submit(&key, &json!({"tasks": [veo("never gets through")]})).await;
+    let batch = app.wait_final(&key, &batch_id).await;
+    assert_eq!(batch["request_counts"]["failed"], 1, "{batch}");
+    let task = &app.tasks(&key, &batch_id).await[0];
+    assert_eq!(task["failure"]["code"], "provider_error", "{task}");
+    // What the simulator said, and where it lives, stay in the logs.
+    let shown = format!("{} {}", task["failure"]["message"], task["last_error"]);
+    for leak in ["simulated", "http 50", "127.0.0.1", "http://"] {
+        assert!(!shown.contains(leak), "{leak} in {shown}");
+    }
+    assert!(shown.contains("the provider failed"), "{shown}");
+}
