@@ -317,6 +317,30 @@ impl Config {
     }
 
     /// Checks what types alone cannot.
+    /// The stricter checks a deployed service runs (not `gantry dev` or `demo`): an admin token or callback secret,
+    /// when set, has at least [`MIN_SECRET_BYTES`] bytes.
+    pub fn check_deployment_secrets(&self) -> Result<(), ConfigError> {
+        let secrets = [
+            ("gateway.admin_token", &self.gateway.admin_token),
+            ("provider.callback_secret", &self.provider.callback_secret),
+        ];
+        for (key, secret) in secrets {
+            if secret
+                .as_ref()
+                .is_some_and(|s| s.expose().len() < MIN_SECRET_BYTES)
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`); short ones are only \
+                         accepted by `gantry dev` and `gantry demo`"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(key: &'static str, message: &str) -> Result<(), ConfigError> {
             Err(ConfigError::Invalid {
@@ -439,6 +463,9 @@ impl Config {
     }
 }
 
+/// The shortest admin token or callback secret a deployed service accepts.
+pub const MIN_SECRET_BYTES: usize = 32;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,5 +536,30 @@ mod tests {
         let prices = Config::load_from(None, env(&[])).expect("valid").prices;
         assert_eq!(prices.cost(Model::Sora2, Some(15)), 15);
         assert_eq!(prices.cost(Model::Veo31Fast, None), 8);
+    }
+
+    #[test]
+    fn deployed_services_refuse_short_secrets() {
+        let short =
+            Config::load_from(None, env(&[("GANTRY__GATEWAY__ADMIN_TOKEN", "change-me")])).expect("valid");
+        let err = short.check_deployment_secrets().expect_err("too short");
+        assert!(err.to_string().contains("gateway.admin_token"), "{err}");
+        let hook =
+            Config::load_from(None, env(&[("GANTRY__PROVIDER__CALLBACK_SECRET", "s3cret")])).expect("valid");
+        assert!(hook.check_deployment_secrets().is_err());
+        let long = "x".repeat(MIN_SECRET_BYTES);
+        let fine = Config::load_from(
+            None,
+            env(&[
+                ("GANTRY__GATEWAY__ADMIN_TOKEN", &long),
+                ("GANTRY__PROVIDER__CALLBACK_SECRET", &long),
+            ]),
+        )
+        .expect("valid");
+        assert!(fine.check_deployment_secrets().is_ok());
+        assert!(Config::load_from(None, env(&[]))
+            .expect("valid")
+            .check_deployment_secrets()
+            .is_ok());
     }
 }

@@ -150,6 +150,12 @@ impl Command {
 }
 
 async fn run_command(config: Config, command: Command) -> anyhow::Result<()> {
+    if matches!(
+        command,
+        Command::Gateway | Command::Submitter | Command::Poller | Command::Settlement
+    ) {
+        config.check_deployment_secrets()?;
+    }
     match command {
         Command::Gateway => {
             announce(Role::Gateway);

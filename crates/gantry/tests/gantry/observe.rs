@@ -25,7 +25,7 @@ use opentelemetry_proto::tonic::{
 use prost::Message as _;
 use serde_json::{json, Value};
 
-use crate::common::cluster::Cluster;
+use crate::common::cluster::{Cluster, PROC_ADMIN_TOKEN};
 
 /// The web app's trace context on the request that creates the batch.
 const WEB_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -433,7 +433,7 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
     let mut traced = false;
     for role in ["gateway", "submitter", "poller", "settlement"] {
         let log = std::fs::read_to_string(logs.0.join(format!("{role}.log"))).unwrap();
-        for secret in [key.as_str(), "proc-admin", "sim-key"] {
+        for secret in [key.as_str(), PROC_ADMIN_TOKEN, "sim-key"] {
             assert!(
                 !log.contains(secret),
                 "the {role} log contains a secret ({secret})"

@@ -256,3 +256,29 @@ async fn sigterm_stops_every_service_cleanly_within_the_grace_period() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_gateway_refuses_a_short_admin_token_at_start() {
+    let port = free_port().unwrap();
+    let run = Command::new(BIN)
+        .arg("gateway")
+        .env("GANTRY__GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("GANTRY__GATEWAY__ADMIN_TOKEN", "change-me")
+        // Nothing listens there: a gateway that got past its checks would wait for Redis, not exit.
+        .env(
+            "GANTRY__REDIS__URL",
+            format!("redis://127.0.0.1:{}", free_port().unwrap()),
+        )
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the gateway exits at once")
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gateway.admin_token") && stderr.contains("32 bytes"),
+        "{stderr}"
+    );
+}

@@ -256,7 +256,9 @@ async fn tenants_see_failure_codes_and_short_messages_not_provider_errors() {
     .await;
     set_faults(&app, json!({"rate_5xx": 1.0})).await;
     let (_, key) = app.tenant(100).await;
-    let batch_id = app.submit(&key, &json!({"tasks": [veo("never gets through")]})).await;
+    let batch_id = app
+        .submit(&key, &json!({"tasks": [veo("never gets through")]}))
+        .await;
     let batch = app.wait_final(&key, &batch_id).await;
     assert_eq!(batch["request_counts"]["failed"], 1, "{batch}");
     let task = &app.tasks(&key, &batch_id).await[0];

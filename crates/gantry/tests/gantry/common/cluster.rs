@@ -10,6 +10,9 @@ use tokio::process::{Child, Command};
 const BIN: &str = env!("CARGO_BIN_EXE_gantry");
 
 /// Gantry services as separate processes of the `gantry` binary, against their own Redis and simulator.
+/// The admin token of the process stacks (a deployed gateway wants 32 bytes at least).
+pub const PROC_ADMIN_TOKEN: &str = "proc-admin-0123456789abcdef0123456789";
+
 pub struct Cluster {
     pub env: Vec<(String, String)>,
     /// The processes, and the command each runs.
@@ -39,7 +42,7 @@ impl Cluster {
         let env: Vec<(String, String)> = [
             ("GANTRY__REDIS__URL", redis.url()),
             ("GANTRY__GATEWAY__LISTEN", format!("127.0.0.1:{gateway_port}")),
-            ("GANTRY__GATEWAY__ADMIN_TOKEN", "proc-admin".into()),
+            ("GANTRY__GATEWAY__ADMIN_TOKEN", PROC_ADMIN_TOKEN.into()),
             ("GANTRY__SIM__LISTEN", format!("127.0.0.1:{sim_port}")),
             ("GANTRY__SIM__TASK_DURATION_MS", "600".into()),
             ("GANTRY__SIM__DURATION_JITTER_MS", "400".into()),
