@@ -1,7 +1,7 @@
 -- reserve: freezes a batch's whole cost on its tenant (balance -> frozen), once per batch id, and lists the batch
 -- under the tenant.
 -- KEYS[1] tenant hash, KEYS[2] reservations hash (batch id -> amount), KEYS[3] ledger stream, KEYS[4] tenant's
--- batch index (zset scored by creation ms), KEYS[5] settlements hash
+-- batch index (zset scored by creation ms), KEYS[5] settlements hash, KEYS[6] ledger ids by batch (hash)
 -- ARGV[1] batch id, ARGV[2] amount, ARGV[3] now (ms)
 -- Returns {1, balance} when reserved (or already reserved), {0, balance} when the balance is short, {-1, balance}
 -- when this batch id was settled or released before (it cannot be reserved again).
@@ -19,6 +19,7 @@ end
 balance = redis.call('HINCRBY', KEYS[1], TENANT_BALANCE, -amount)
 redis.call('HINCRBY', KEYS[1], TENANT_FROZEN, amount)
 redis.call('HSET', KEYS[2], ARGV[1], amount)
-redis.call('XADD', KEYS[3], '*', 'kind', 'freeze', 'amount', amount, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])
+local entry = redis.call('XADD', KEYS[3], '*', 'kind', 'freeze', 'amount', amount, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])
+redis.call('HSET', KEYS[6], ARGV[1], entry)
 redis.call('ZADD', KEYS[4], tonumber(ARGV[3]), ARGV[1])
 return { 1, balance }

@@ -1,5 +1,6 @@
 -- settle: turns a batch's reservation into a charge and a refund, exactly once per batch id.
--- KEYS[1] tenant hash, KEYS[2] reservations hash, KEYS[3] ledger stream, KEYS[4] settlements hash (batch id -> "charged:refunded")
+-- KEYS[1] tenant hash, KEYS[2] reservations hash, KEYS[3] ledger stream, KEYS[4] settlements hash (batch id -> "charged:refunded"),
+-- KEYS[5] ledger ids by batch (hash: batch id -> space-separated entry ids)
 -- ARGV[1] batch id, ARGV[2] amount to charge, ARGV[3] now (ms)
 -- Returns {1, charged, refunded} when settled now, {0, charged, refunded} when it had been settled before,
 -- {-1} when there is no reservation for the batch.
@@ -23,6 +24,8 @@ redis.call('HINCRBY', KEYS[1], TENANT_CHARGED, charge)
 local balance = redis.call('HINCRBY', KEYS[1], TENANT_BALANCE, refund)
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], charge .. ':' .. refund)
-redis.call('XADD', KEYS[3], '*', 'kind', 'charge', 'amount', charge, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])
-redis.call('XADD', KEYS[3], '*', 'kind', 'refund', 'amount', refund, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])
+local charged = redis.call('XADD', KEYS[3], '*', 'kind', 'charge', 'amount', charge, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])
+local refunded = redis.call('XADD', KEYS[3], '*', 'kind', 'refund', 'amount', refund, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])
+local before = redis.call('HGET', KEYS[5], ARGV[1])
+redis.call('HSET', KEYS[5], ARGV[1], (before and (before .. ' ') or '') .. charged .. ' ' .. refunded)
 return { 1, charge, refund }

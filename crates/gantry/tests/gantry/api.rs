@@ -561,3 +561,51 @@ async fn admin_amounts_stay_exact_or_are_refused_never_500() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(pointers(&problem), ["/credits"]);
 }
+
+/// How many times Redis has run `command` so far.
+async fn command_calls(redis: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(redis).await.unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_filter_reads_the_batch_entries_not_the_whole_ledger() {
+    let app = TestApp::start().await;
+    let (tenant, key) = app.tenant(100).await;
+    let batch_id = app.submit(&key, &json!({ "tasks": [veo("a")] })).await;
+    app.wait_final(&key, &batch_id).await;
+    // A long ledger after the batch's entries.
+    for _ in 0..300 {
+        let (status, _) = app
+            .send(
+                app.http
+                    .post(format!("{}/admin/v1/tenants/{tenant}/credits", app.base))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .json(&json!({ "amount": 1 })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let mut redis = app.redis().await;
+    let scans = command_calls(&mut redis, "xrevrange").await;
+
+    let (status, page) = app
+        .get(&key, &format!("/v1/credits/ledger?batch_id={batch_id}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let kinds: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["refund", "charge", "freeze"]);
+    let (_, page) = app
+        .get(&key, "/v1/credits/ledger?batch_id=bat_00000000000000000000000000000000")
+        .await;
+    assert_eq!(page["data"], json!([]));
+    assert_eq!(command_calls(&mut redis, "xrevrange").await, scans, "no scan of the ledger");
+}
