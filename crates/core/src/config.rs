@@ -82,6 +82,10 @@ pub struct GatewayConfig {
     pub sse_keepalive_secs: u64,
     pub idempotency_ttl_secs: u64,
     pub idempotency_lease_ms: u64,
+    /// Requests a second each tenant may make on average, over all gateways.
+    pub tenant_rate_per_sec: f64,
+    /// Requests a tenant may make at once before the average rate applies.
+    pub tenant_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -427,6 +431,13 @@ impl Config {
             return invalid(
                 "provider.callback_secret",
                 "is required when provider.callback_base_url is set",
+            );
+        }
+        let rate = self.gateway.tenant_rate_per_sec;
+        if !rate.is_finite() || rate <= 0.0 || self.gateway.tenant_burst == 0 {
+            return invalid(
+                "gateway.tenant_rate_per_sec",
+                "needs tenant_rate_per_sec > 0 and tenant_burst >= 1",
             );
         }
         if self.poller.idle_wait_ms == 0 {

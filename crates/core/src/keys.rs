@@ -16,6 +16,7 @@
 //! | `<prefix>:{pN}:task:<id>` | hash | a task |
 //! | `<prefix>:{t:<id>}:tenant` | hash | name, balance, frozen, charged, granted |
 //! | `<prefix>:{t:<id>}:ledger` | stream | append-only credit movements |
+//! | `<prefix>:{t:<id>}:rate` | string | the tenant's request rate limit (GCRA arrival time, ms) |
 //! | `<prefix>:{t:<id>}:ledger_by_batch` | hash | batch id → the ids of its ledger entries, space-separated, oldest first |
 //! | `<prefix>:{t:<id>}:reservations` | hash | batch id → credits frozen for it, until settled |
 //! | `<prefix>:{t:<id>}:settlements` | hash | batch id → `charged:refunded`, once settled |
@@ -134,6 +135,10 @@ impl Keys {
 
     pub fn ledger(&self, tenant_id: &str) -> String {
         format!("{}:ledger", self.tenant_slot(tenant_id))
+    }
+
+    pub fn tenant_rate(&self, tenant_id: &str) -> String {
+        format!("{}:rate", self.tenant_slot(tenant_id))
     }
 
     pub fn ledger_by_batch(&self, tenant_id: &str) -> String {

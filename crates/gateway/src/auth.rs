@@ -1,7 +1,9 @@
 //! Authentication: a tenant by API key (`Authorization: Bearer <key>` or `x-api-key: <key>`), or the admin by
-//! the configured admin token (compared in constant time).
+//! the configured admin token (compared in constant time). Every authenticated tenant request also counts against
+//! the tenant's rate limit, shared by all gateways through Redis (429 `rate_limited` beyond it).
 
 use axum::{extract::FromRequestParts, http::request::Parts};
+use gantry_core::{model::now_ms, store::RateDecision};
 
 use crate::{error::ApiError, AppState};
 
@@ -40,6 +42,22 @@ impl FromRequestParts<AppState> for Tenant {
             .await?
             .ok_or(ApiError::Unauthorized)?;
         tracing::Span::current().record("tenant.id", tenant.as_str());
+        let gateway = &state.config.gateway;
+        let decision = state
+            .store
+            .tenant_rate(
+                &tenant,
+                gateway.tenant_rate_per_sec,
+                gateway.tenant_burst,
+                now_ms(),
+            )
+            .await?;
+        if let RateDecision::Limited { retry_after_ms } = decision {
+            return Err(ApiError::RateLimited {
+                retry_after_ms,
+                limit: gateway.tenant_burst,
+            });
+        }
         Ok(Self(tenant))
     }
 }

@@ -29,6 +29,11 @@ pub(crate) enum ApiError {
     IdempotencyKeyReused,
     /// A request with the same `Idempotency-Key` is still being processed.
     IdempotencyInProgress,
+    /// The tenant is over its request rate (`gateway.tenant_rate_per_sec`, bursts of `limit`).
+    RateLimited {
+        retry_after_ms: u64,
+        limit: u32,
+    },
     Unavailable,
     Internal(String),
 }
@@ -61,6 +66,7 @@ impl ApiError {
                 "Idempotency key reused",
             ),
             Self::IdempotencyInProgress => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests"),
             Self::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -89,6 +95,10 @@ impl ApiError {
             Self::IdempotencyInProgress => {
                 "a request with this Idempotency-Key is still being processed; retry later".into()
             }
+            Self::RateLimited { retry_after_ms, .. } => format!(
+                "too many requests from this tenant; retry in {} s",
+                retry_after_secs(*retry_after_ms)
+            ),
             Self::Unavailable => "a backing service is unreachable; retry later".into(),
             Self::Internal(_) => "an internal error occurred; quote the trace id when reporting it".into(),
         }
@@ -135,6 +145,17 @@ impl IntoResponse for ApiError {
         if retry_soon {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let Self::RateLimited {
+            retry_after_ms,
+            limit,
+        } = self
+        {
+            let wait = retry_after_secs(retry_after_ms);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            headers.insert("ratelimit-limit", HeaderValue::from(limit));
+            headers.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+            headers.insert("ratelimit-reset", HeaderValue::from(wait));
+        }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -143,3 +164,8 @@ impl IntoResponse for ApiError {
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+/// A wait in whole seconds for `Retry-After`, rounded up, at least 1.
+fn retry_after_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
+}

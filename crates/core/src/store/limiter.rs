@@ -67,3 +67,41 @@ impl Store {
         Ok(now.parse().unwrap_or(1.0))
     }
 }
+
+/// The answer of a tenant's rate limit to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    /// Go ahead; `remaining` more requests could go right now.
+    Allowed { remaining: u64 },
+    /// Too many: try again after this long (ms).
+    Limited { retry_after_ms: u64 },
+}
+
+impl Store {
+    /// Counts one request of `tenant_id` against its rate limit (`rate_per_sec` on average, bursts of `burst`),
+    /// which every gateway shares.
+    pub async fn tenant_rate(
+        &self,
+        tenant_id: &str,
+        rate_per_sec: f64,
+        burst: u32,
+        now: u64,
+    ) -> Result<RateDecision> {
+        let (allowed, wait_ms, remaining): (i64, u64, u64) = self
+            .scripts
+            .tenant_rate
+            .key(self.keys.tenant_rate(tenant_id))
+            .arg(now)
+            .arg(rate_per_sec)
+            .arg(burst)
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok(if allowed == 1 {
+            RateDecision::Allowed { remaining }
+        } else {
+            RateDecision::Limited {
+                retry_after_ms: wait_ms,
+            }
+        })
+    }
+}

@@ -35,7 +35,7 @@ pub use self::{
     dead_letters::DeadLetter,
     events::{BatchEvent, EventReader},
     idempotency::{fingerprint, IdempotencyBegin, IdempotencyLease, IdempotentRequest, StoredAnswer},
-    limiter::CallOutcome,
+    limiter::{CallOutcome, RateDecision},
     open_work::{OpenBatch, TaskLease},
     stats::{BatchFigures, ScheduleKind, StreamKind, StreamStats, TaskFigures},
     tasks::{CancelBatch, Claim, Outcome, SettlementInput, TaskRow},

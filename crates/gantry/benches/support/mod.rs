@@ -15,6 +15,8 @@ pub fn config(max_tasks: usize) -> Config {
     config.gateway.listen = ([127, 0, 0, 1], 0).into();
     config.gateway.admin_token = Some(Secret::new(ADMIN));
     config.gateway.max_tasks_per_batch = max_tasks;
+    config.gateway.tenant_rate_per_sec = 1e6;
+    config.gateway.tenant_burst = 1_000_000;
     config.sim.listen = ([127, 0, 0, 1], 0).into();
     config.poller.concurrency = 64;
     config.provider.limits.grsai.rate_per_sec = 1e6;

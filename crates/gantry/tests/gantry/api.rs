@@ -564,7 +564,11 @@ async fn admin_amounts_stay_exact_or_are_refused_never_500() {
 
 /// How many times Redis has run `command` so far.
 async fn command_calls(redis: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(redis).await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await
+        .unwrap();
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
         .and_then(|rest| rest.split(',').next())
@@ -604,8 +608,69 @@ async fn a_ledger_filter_reads_the_batch_entries_not_the_whole_ledger() {
         .collect();
     assert_eq!(kinds, ["refund", "charge", "freeze"]);
     let (_, page) = app
-        .get(&key, "/v1/credits/ledger?batch_id=bat_00000000000000000000000000000000")
+        .get(
+            &key,
+            "/v1/credits/ledger?batch_id=bat_00000000000000000000000000000000",
+        )
         .await;
     assert_eq!(page["data"], json!([]));
-    assert_eq!(command_calls(&mut redis, "xrevrange").await, scans, "no scan of the ledger");
+    assert_eq!(
+        command_calls(&mut redis, "xrevrange").await,
+        scans,
+        "no scan of the ledger"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_request_rate_is_limited_across_gateways() {
+    // A slow refill, so the burst alone decides what passes during the test.
+    let app = TestApp::start_with(|c| {
+        c.gateway.tenant_rate_per_sec = 0.01;
+        c.gateway.tenant_burst = 5;
+    })
+    .await;
+    // A second gateway on the same Redis.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = app.stack.config.clone();
+    let stop = shutdown.clone();
+    let serving = tokio::spawn(async move { gantry_gateway::run(&config, listener, stop).await });
+    let (_, key) = app.tenant(10).await;
+    let (_, other) = app.tenant(10).await;
+
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for i in 0..8 {
+        let base = if i % 2 == 0 { &app.base } else { &second };
+        let response = app
+            .http
+            .get(format!("{base}/v1/credits"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS && limited.is_none() {
+            limited = Some(response);
+        }
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 429, 429, 429],
+        "five in all, whichever gateway"
+    );
+    let limited = limited.unwrap();
+    let header = |name: &str| limited.headers()[name].to_str().unwrap().to_owned();
+    assert!(header("retry-after").parse::<u64>().unwrap() >= 1);
+    assert_eq!(header("ratelimit-limit"), "5");
+    assert_eq!(header("ratelimit-remaining"), "0");
+    let problem: Value = limited.json().await.unwrap();
+    assert_eq!(problem["code"], "rate_limited");
+    assert_eq!(problem["status"], 429);
+    // Another tenant has a budget of its own.
+    assert_eq!(app.get(&other, "/v1/credits").await.0, StatusCode::OK);
+
+    shutdown.cancel();
+    serving.await.unwrap().unwrap();
 }

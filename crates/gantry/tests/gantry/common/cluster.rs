@@ -43,6 +43,8 @@ impl Cluster {
             ("GANTRY__REDIS__URL", redis.url()),
             ("GANTRY__GATEWAY__LISTEN", format!("127.0.0.1:{gateway_port}")),
             ("GANTRY__GATEWAY__ADMIN_TOKEN", PROC_ADMIN_TOKEN.into()),
+            ("GANTRY__GATEWAY__TENANT_RATE_PER_SEC", "100000".into()),
+            ("GANTRY__GATEWAY__TENANT_BURST", "100000".into()),
             ("GANTRY__SIM__LISTEN", format!("127.0.0.1:{sim_port}")),
             ("GANTRY__SIM__TASK_DURATION_MS", "600".into()),
             ("GANTRY__SIM__DURATION_JITTER_MS", "400".into()),

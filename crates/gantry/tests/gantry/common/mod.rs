@@ -18,6 +18,9 @@ pub fn test_config() -> Config {
     let mut config = Config::load_from(None, Vec::new()).unwrap();
     config.gateway.listen = ([127, 0, 0, 1], 0).into();
     config.gateway.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    // Tests poll hard; the rate limit's own test sets a low one.
+    config.gateway.tenant_rate_per_sec = 100_000.0;
+    config.gateway.tenant_burst = 100_000;
     config.sim.listen = ([127, 0, 0, 1], 0).into();
     config.sim.task_duration_ms = 300;
     config.sim.duration_jitter_ms = 200;

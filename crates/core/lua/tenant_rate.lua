@@ -1,0 +1,20 @@
+-- tenant_rate: one request of a tenant against its rate limit, shared by every gateway: GCRA, `rate` requests a
+-- second on average with bursts of up to `burst`.
+-- KEYS[1] theoretical arrival time (string, ms)
+-- ARGV[1] now (ms), ARGV[2] rate per second (> 0), ARGV[3] burst (>= 1)
+-- Returns {1, 0, remaining} when the request may go ahead (remaining: how many more could go right now), or
+-- {0, wait_ms, 0} when it must wait that long.
+local now = tonumber(ARGV[1])
+local interval = 1000 / tonumber(ARGV[2])
+local tolerance = interval * (tonumber(ARGV[3]) - 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then
+  tat = now
+end
+local allow_at = tat - tolerance
+if now < allow_at then
+  return { 0, math.max(1, math.ceil(allow_at - now)), 0 }
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now + 1000))
+return { 1, 0, math.max(0, math.floor((now + tolerance - new_tat) / interval) + 1) }
