@@ -82,6 +82,12 @@ pub struct GatewayConfig {
     pub sse_keepalive_secs: u64,
     pub idempotency_ttl_secs: u64,
     pub idempotency_lease_ms: u64,
+    /// How long a client may take to send a request's headers (ms); then the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// How long a request may take until its answer starts (ms); then 503. Live event streams are not cut.
+    pub request_timeout_ms: u64,
+    /// Requests a gateway handles at once; past it, 503 at once.
+    pub max_concurrent_requests: usize,
     /// Requests a second each tenant may make on average, over all gateways.
     pub tenant_rate_per_sec: f64,
     /// Requests a tenant may make at once before the average rate applies.
@@ -431,6 +437,13 @@ impl Config {
             return invalid(
                 "provider.callback_secret",
                 "is required when provider.callback_base_url is set",
+            );
+        }
+        let g = &self.gateway;
+        if g.header_read_timeout_ms == 0 || g.request_timeout_ms == 0 || g.max_concurrent_requests == 0 {
+            return invalid(
+                "gateway.request_timeout_ms",
+                "header_read_timeout_ms, request_timeout_ms and max_concurrent_requests must be at least 1",
             );
         }
         let rate = self.gateway.tenant_rate_per_sec;

@@ -35,6 +35,8 @@ pub(crate) enum ApiError {
         limit: u32,
     },
     Unavailable,
+    /// The gateway's own limits refused the request (too many at once, or it took too long).
+    Busy(&'static str),
     Internal(String),
 }
 
@@ -67,7 +69,7 @@ impl ApiError {
             ),
             Self::IdempotencyInProgress => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests"),
-            Self::Unavailable => (
+            Self::Unavailable | Self::Busy(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
@@ -100,6 +102,7 @@ impl ApiError {
                 retry_after_secs(*retry_after_ms)
             ),
             Self::Unavailable => "a backing service is unreachable; retry later".into(),
+            Self::Busy(detail) => (*detail).into(),
             Self::Internal(_) => "an internal error occurred; quote the trace id when reporting it".into(),
         }
     }
@@ -120,7 +123,10 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.parts();
-        let retry_soon = matches!(self, Self::Unavailable | Self::IdempotencyInProgress);
+        let retry_soon = matches!(
+            self,
+            Self::Unavailable | Self::Busy(_) | Self::IdempotencyInProgress
+        );
         let trace_id = trace::current();
         if let Self::Internal(detail) = &self {
             tracing::error!(trace_id, detail, "internal error");

@@ -5,16 +5,18 @@ mod auth;
 mod error;
 mod idempotency;
 mod routes;
+mod serve;
 mod trace;
 
-use std::{future::IntoFuture, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use anyhow::Context;
-use axum::{extract::DefaultBodyLimit, middleware, Router};
+use axum::{error_handling::HandleErrorLayer, extract::DefaultBodyLimit, middleware, BoxError, Router};
+use error::ApiError;
 use gantry_core::{Config, Store};
 use gantry_provider::Providers;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::{limit::GlobalConcurrencyLimitLayer, ServiceBuilder};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -38,32 +40,43 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationT
     };
     let app = router(state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    let grace = Duration::from_millis(config.shutdown.grace_ms);
-    let stopping = shutdown.clone();
-    let serve = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopping.cancelled().await })
-        .into_future();
-    tokio::pin!(serve);
-    tokio::select! {
-        served = &mut serve => return served.context("serving the gateway"),
-        _ = shutdown.cancelled() => {}
-    }
-    // Open requests (live event streams above all) get the grace period, then are cut.
-    match tokio::time::timeout(grace, serve).await {
-        Ok(served) => served.context("serving the gateway"),
-        Err(_) => {
-            tracing::warn!("shutdown grace period over; closing open connections");
-            Ok(())
-        }
-    }
+    // Open requests (live event streams above all) get the grace period after shutdown, then are cut.
+    serve::serve(
+        listener,
+        app,
+        Duration::from_millis(config.gateway.header_read_timeout_ms),
+        shutdown,
+        Duration::from_millis(config.shutdown.grace_ms),
+    )
+    .await;
+    Ok(())
 }
 
 fn router(state: AppState) -> Router {
-    let body_limit = state.config.gateway.max_body_bytes;
+    let gateway = &state.config.gateway;
+    // Bounded work per gateway: at most `max_concurrent_requests` at once (more are shed with a 503 at once),
+    // none longer than `request_timeout_ms` until its answer starts.
+    let bounded = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(gateway.max_concurrent_requests))
+        .timeout(Duration::from_millis(gateway.request_timeout_ms));
     routes::routes()
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(gateway.max_body_bytes))
+        .layer(bounded)
         .layer(middleware::from_fn(trace::trace_id))
         .with_state(state)
+}
+
+/// The answer to a request the limits of [`router`] refused.
+async fn overloaded(error: BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Busy("the request took too long; retry later")
+    } else if error.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::Busy("the gateway is handling as many requests as it may; retry later")
+    } else {
+        ApiError::Internal(error.to_string())
+    }
 }
 
 impl AppState {

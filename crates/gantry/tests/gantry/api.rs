@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use gantry_testkit::wait_for;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -673,4 +674,63 @@ async fn a_tenants_request_rate_is_limited_across_gateways() {
 
     shutdown.cancel();
     serving.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_too_slow_to_send_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::start_with(|c| c.gateway.header_read_timeout_ms = 300).await;
+    let mut slow = tokio::net::TcpStream::connect(app.stack.gateway_addr)
+        .await
+        .unwrap();
+    // Headers that never end.
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: gantry\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection is still open after 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_at_its_request_limit_sheds_load_and_slow_requests_time_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::start_with(|c| {
+        c.gateway.max_concurrent_requests = 1;
+        c.gateway.request_timeout_ms = 1000;
+    })
+    .await;
+    let (_, key) = app.tenant(10).await;
+    // One request holds the only slot: its body comes slowly.
+    let mut slow = tokio::net::TcpStream::connect(app.stack.gateway_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/batches HTTP/1.1\r\nHost: gantry\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"tasks\""
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // Meanwhile others are answered 503 at once.
+    let shed = wait_for("a request to be shed", Duration::from_secs(5), || async {
+        let (status, problem) = app.get(&key, "/v1/credits").await;
+        Ok((status == StatusCode::SERVICE_UNAVAILABLE).then_some(problem))
+    })
+    .await
+    .unwrap();
+    assert_eq!(shed["code"], "unavailable", "{shed}");
+    // The slow request is answered 503 once its time is up, and the slot is free again.
+    let mut answer = vec![0; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    wait_for("the slot to free up", Duration::from_secs(5), || async {
+        Ok((app.get(&key, "/v1/credits").await.0 == StatusCode::OK).then_some(()))
+    })
+    .await
+    .unwrap();
 }
