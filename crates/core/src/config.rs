@@ -75,6 +75,8 @@ pub struct RedisConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// The listener of the admin API and `/metrics`, apart from the public one (keep it off the internet).
+    pub admin_listen: SocketAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<Secret>,
     pub max_tasks_per_batch: usize,

@@ -159,10 +159,8 @@ async fn run_command(config: Config, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Gateway => {
             announce(Role::Gateway);
-            let listener = TcpListener::bind(config.gateway.listen)
-                .await
-                .with_context(|| format!("binding gateway.listen = {}", config.gateway.listen))?;
-            gantry_gateway::run(&config, listener, shutdown_signal()).await
+            let listeners = gantry_gateway::Listeners::bind(&config).await?;
+            gantry_gateway::run(&config, listeners, shutdown_signal()).await
         }
         Command::Submitter => {
             announce(Role::Submitter);
@@ -186,6 +184,7 @@ async fn run_command(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Dev => {
             let stack = crate::dev::DevStack::start(config).await?;
             println!("gateway    {}", stack.gateway_url());
+            println!("admin      {} (admin API, /metrics)", stack.admin_url());
             println!("simulator  {}", stack.sim.base_url());
             if let Some(url) = &stack.config.redis.url {
                 println!("redis      {}", url.expose());

@@ -38,6 +38,7 @@ pub fn demo_batch() -> Value {
 /// Settings that make the demo take seconds: fast simulated tasks, fast polls, ports chosen by the system.
 pub fn demo_config(mut config: Config) -> Config {
     config.gateway.listen = ([127, 0, 0, 1], 0).into();
+    config.gateway.admin_listen = ([127, 0, 0, 1], 0).into();
     config.gateway.admin_token = Some(Secret::new(format!("demo-{}", std::process::id())));
     config.sim.listen = ([127, 0, 0, 1], 0).into();
     config.sim.task_duration_ms = 4000;
@@ -71,7 +72,7 @@ async fn drive(stack: &DevStack) -> anyhow::Result<()> {
     println!("gantry demo: gateway {base}, simulator {}", stack.sim.base_url());
 
     let tenant: Value = ok_json(
-        http.post(format!("{base}/admin/v1/tenants"))
+        http.post(format!("{}/admin/v1/tenants", stack.admin_url()))
             .bearer_auth(admin)
             .json(&json!({"name": "demo", "credits": 200}))
             .send()

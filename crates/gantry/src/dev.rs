@@ -8,7 +8,7 @@ use gantry_core::{config::Secret, Config};
 use gantry_sim::{SimConfig, SimHandle};
 use gantry_telemetry::metrics::{announce, Role};
 use gantry_testkit::RedisServer;
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// The simulator settings of a Gantry configuration.
@@ -31,6 +31,8 @@ pub fn sim_config(config: &Config) -> anyhow::Result<SimConfig> {
 pub struct DevStack {
     pub config: Config,
     pub gateway_addr: SocketAddr,
+    /// The admin API and `/metrics`.
+    pub admin_addr: SocketAddr,
     pub sim: SimHandle,
     shutdown: CancellationToken,
     services: JoinSet<(&'static str, anyhow::Result<()>)>,
@@ -57,17 +59,16 @@ impl DevStack {
         config.provider.seedance.base_url = sim.base_url();
         config.provider.seedance.api_key = config.sim.api_key.clone();
 
-        let listener = TcpListener::bind(config.gateway.listen)
-            .await
-            .with_context(|| format!("binding the gateway to {}", config.gateway.listen))?;
-        let gateway_addr = listener.local_addr()?;
+        let listeners = gantry_gateway::Listeners::bind(&config).await?;
+        let gateway_addr = listeners.public.local_addr()?;
+        let admin_addr = listeners.admin.local_addr()?;
         let shutdown = CancellationToken::new();
         for role in [Role::Gateway, Role::Submitter, Role::Poller, Role::Settlement] {
             announce(role);
         }
         let mut services = JoinSet::new();
         let (c, s) = (config.clone(), shutdown.clone());
-        services.spawn(async move { ("gateway", gantry_gateway::run(&c, listener, s).await) });
+        services.spawn(async move { ("gateway", gantry_gateway::run(&c, listeners, s).await) });
         let (c, s) = (config.clone(), shutdown.clone());
         services.spawn(async move { ("submitter", gantry_submitter::run(&c, s).await) });
         let (c, s) = (config.clone(), shutdown.clone());
@@ -77,6 +78,7 @@ impl DevStack {
         Ok(Self {
             config,
             gateway_addr,
+            admin_addr,
             sim,
             shutdown,
             services,
@@ -87,6 +89,11 @@ impl DevStack {
     /// `http://<gateway address>`.
     pub fn gateway_url(&self) -> String {
         format!("http://{}", self.gateway_addr)
+    }
+
+    /// `http://<admin address>`: the admin API and `/metrics`.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
     }
 
     /// Waits until a service stops on its own (an error) or `stop` is cancelled, then stops everything.

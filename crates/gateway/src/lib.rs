@@ -10,6 +10,7 @@ mod trace;
 
 use std::{sync::Arc, time::Duration};
 
+use anyhow::Context;
 use axum::{error_handling::HandleErrorLayer, extract::DefaultBodyLimit, middleware, BoxError, Router};
 use error::ApiError;
 use gantry_core::{Config, Store};
@@ -28,8 +29,29 @@ pub(crate) struct AppState {
     confirmations: Arc<routes::Confirmations>,
 }
 
-/// Serves the gateway on `listener` until `shutdown`, then drains open requests.
-pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// The gateway's two listeners: the public API, and the admin API with `/metrics` (`gateway.admin_listen`).
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `gateway.listen` and `gateway.admin_listen`.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the gateway to {addr}"))
+        };
+        Ok(Self {
+            public: bind(config.gateway.listen).await?,
+            admin: bind(config.gateway.admin_listen).await?,
+        })
+    }
+}
+
+/// Serves the gateway on `listeners` until `shutdown`, then drains open requests.
+pub async fn run(config: &Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::connect_when_ready(config, &shutdown).await?;
     let providers = Providers::from_config(config, &store)?;
     let state = AppState {
@@ -38,21 +60,34 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: CancellationT
         config: Arc::new(config.clone()),
         confirmations: Arc::default(),
     };
-    let app = router(state);
-    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    tracing::info!(
+        addr = %listeners.public.local_addr()?,
+        admin = %listeners.admin.local_addr()?,
+        "gateway listening"
+    );
+    let header_read = Duration::from_millis(config.gateway.header_read_timeout_ms);
+    let grace = Duration::from_millis(config.shutdown.grace_ms);
     // Open requests (live event streams above all) get the grace period after shutdown, then are cut.
-    serve::serve(
-        listener,
-        app,
-        Duration::from_millis(config.gateway.header_read_timeout_ms),
-        shutdown,
-        Duration::from_millis(config.shutdown.grace_ms),
-    )
-    .await;
+    tokio::join!(
+        serve::serve(
+            listeners.public,
+            router(routes::public_routes(), state.clone()),
+            header_read,
+            shutdown.clone(),
+            grace,
+        ),
+        serve::serve(
+            listeners.admin,
+            router(routes::admin_routes(), state),
+            header_read,
+            shutdown,
+            grace,
+        ),
+    );
     Ok(())
 }
 
-fn router(state: AppState) -> Router {
+fn router(routes: Router<AppState>, state: AppState) -> Router {
     let gateway = &state.config.gateway;
     // Bounded work per gateway: at most `max_concurrent_requests` at once (more are shed with a 503 at once),
     // none longer than `request_timeout_ms` until its answer starts.
@@ -61,7 +96,7 @@ fn router(state: AppState) -> Router {
         .load_shed()
         .layer(GlobalConcurrencyLimitLayer::new(gateway.max_concurrent_requests))
         .timeout(Duration::from_millis(gateway.request_timeout_ms));
-    routes::routes()
+    routes
         .layer(DefaultBodyLimit::max(gateway.max_body_bytes))
         .layer(bounded)
         .layer(middleware::from_fn(trace::trace_id))

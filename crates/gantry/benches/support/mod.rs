@@ -13,6 +13,7 @@ pub const ADMIN: &str = "bench";
 pub fn config(max_tasks: usize) -> Config {
     let mut config = Config::load_from(None, Vec::new()).unwrap();
     config.gateway.listen = ([127, 0, 0, 1], 0).into();
+    config.gateway.admin_listen = ([127, 0, 0, 1], 0).into();
     config.gateway.admin_token = Some(Secret::new(ADMIN));
     config.gateway.max_tasks_per_batch = max_tasks;
     config.gateway.tenant_rate_per_sec = 1e6;
@@ -38,7 +39,7 @@ impl Client {
         let http = reqwest::Client::new();
         let base = stack.gateway_url();
         let tenant: Value = http
-            .post(format!("{base}/admin/v1/tenants"))
+            .post(format!("{}/admin/v1/tenants", stack.admin_url()))
             .bearer_auth(ADMIN)
             .json(&json!({"name": "bench", "credits": credits}))
             .send()

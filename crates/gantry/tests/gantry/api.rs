@@ -160,7 +160,7 @@ async fn keys_are_required_and_tenants_see_only_their_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_needs_its_token_and_grants_credits() {
     let app = TestApp::start().await;
-    let url = format!("{}/admin/v1/tenants", app.base);
+    let url = format!("{}/admin/v1/tenants", app.admin_base);
     let (status, _) = app
         .send(
             app.http
@@ -182,7 +182,7 @@ async fn admin_needs_its_token_and_grants_credits() {
     assert_eq!(pointers(&problem), ["/name", "/credits"]);
 
     let (tenant, key) = app.tenant(5).await;
-    let grant = format!("{}/admin/v1/tenants/{tenant}/credits", app.base);
+    let grant = format!("{}/admin/v1/tenants/{tenant}/credits", app.admin_base);
     let (status, body) = app
         .send(
             app.http
@@ -196,7 +196,7 @@ async fn admin_needs_its_token_and_grants_credits() {
     assert_eq!(app.credits(&key).await["balance"], 50);
     let missing = format!(
         "{}/admin/v1/tenants/ten_00000000000000000000000000000000/credits",
-        app.base
+        app.admin_base
     );
     let (status, _) = app
         .send(
@@ -521,7 +521,7 @@ async fn admin_amounts_stay_exact_or_are_refused_never_500() {
     let grant = |amount: Value| {
         app.send(
             app.http
-                .post(format!("{}/admin/v1/tenants/{tenant}/credits", app.base))
+                .post(format!("{}/admin/v1/tenants/{tenant}/credits", app.admin_base))
                 .bearer_auth(ADMIN_TOKEN)
                 .json(&json!({ "amount": amount })),
         )
@@ -554,7 +554,7 @@ async fn admin_amounts_stay_exact_or_are_refused_never_500() {
     let (status, problem) = app
         .send(
             app.http
-                .post(format!("{}/admin/v1/tenants", app.base))
+                .post(format!("{}/admin/v1/tenants", app.admin_base))
                 .bearer_auth(ADMIN_TOKEN)
                 .json(&json!({ "name": "big", "credits": 1u64 << 60 })),
         )
@@ -587,7 +587,7 @@ async fn a_ledger_filter_reads_the_batch_entries_not_the_whole_ledger() {
         let (status, _) = app
             .send(
                 app.http
-                    .post(format!("{}/admin/v1/tenants/{tenant}/credits", app.base))
+                    .post(format!("{}/admin/v1/tenants/{tenant}/credits", app.admin_base))
                     .bearer_auth(ADMIN_TOKEN)
                     .json(&json!({ "amount": 1 })),
             )
@@ -630,13 +630,13 @@ async fn a_tenants_request_rate_is_limited_across_gateways() {
         c.gateway.tenant_burst = 5;
     })
     .await;
-    // A second gateway on the same Redis.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = tokio_util::sync::CancellationToken::new();
+    // A second gateway on the same Redis (the stack's config binds port 0).
     let config = app.stack.config.clone();
+    let listeners = gantry_gateway::Listeners::bind(&config).await.unwrap();
+    let second = format!("http://{}", listeners.public.local_addr().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let stop = shutdown.clone();
-    let serving = tokio::spawn(async move { gantry_gateway::run(&config, listener, stop).await });
+    let serving = tokio::spawn(async move { gantry_gateway::run(&config, listeners, stop).await });
     let (_, key) = app.tenant(10).await;
     let (_, other) = app.tenant(10).await;
 
@@ -733,4 +733,39 @@ async fn a_gateway_at_its_request_limit_sheds_load_and_slow_requests_time_out() 
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_and_metrics_listen_apart_from_the_public_api() {
+    let app = TestApp::start().await;
+    let http = app.http.clone();
+    let get = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(get(format!("{}/metrics", app.base)).await, StatusCode::NOT_FOUND);
+    assert_eq!(get(format!("{}/metrics", app.admin_base)).await, StatusCode::OK);
+    let create = |base: &str| {
+        app.http
+            .post(format!("{base}/admin/v1/tenants"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "name": "acme", "credits": 1 }))
+            .send()
+    };
+    assert_eq!(create(&app.base).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        create(&app.admin_base).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    // And the tenant API is not on the admin listener.
+    let (_, key) = app.tenant(1).await;
+    let on_admin = app
+        .http
+        .get(format!("{}/v1/credits", app.admin_base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_admin.status(), StatusCode::NOT_FOUND);
+    assert_eq!(get(format!("{}/healthz", app.admin_base)).await, StatusCode::OK);
 }

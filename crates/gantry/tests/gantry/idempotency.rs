@@ -256,7 +256,7 @@ async fn a_4xx_answer_is_kept_and_replayed() {
     let (status, grant) = app
         .send(
             app.http
-                .post(format!("{}/admin/v1/tenants/{tenant}/credits", app.base))
+                .post(format!("{}/admin/v1/tenants/{tenant}/credits", app.admin_base))
                 .bearer_auth(ADMIN_TOKEN)
                 .json(&json!({"amount": 95})),
         )

@@ -221,7 +221,7 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
     let mut cluster = Cluster::start_on(RedisServer::start().unwrap(), &["sim"], &telemetry);
     let mut targets = vec![(
         "gateway",
-        cluster.gateway.trim_start_matches("http://").to_owned(),
+        cluster.gateway_admin.trim_start_matches("http://").to_owned(),
     )];
     cluster.spawn_logged("gateway", &[], &logs.0.join("gateway.log"));
     for role in ["submitter", "poller", "settlement"] {

@@ -20,11 +20,11 @@ use serde::Deserialize;
 
 use crate::{error::ApiError, AppState};
 
-pub(crate) fn routes() -> Router<AppState> {
+/// The public API: what tenants and providers call.
+pub(crate) fn public_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(gantry_telemetry::metrics_handler))
         .route("/v1/batches", post(batches::create).get(batches::list))
         .route("/v1/batches/{id}", get(batches::get))
         .route("/v1/batches/{id}/cancel", post(cancel::batch))
@@ -38,6 +38,14 @@ pub(crate) fn routes() -> Router<AppState> {
             "/v1/provider/callbacks/{provider}/{task_id}",
             post(callbacks::receive),
         )
+}
+
+/// The admin listener (`gateway.admin_listen`): the admin API and the Prometheus metrics, off the public port.
+pub(crate) fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(gantry_telemetry::metrics_handler))
         .route("/admin/v1/tenants", post(admin::create_tenant))
         .route("/admin/v1/tenants/{id}/credits", post(admin::grant))
 }

@@ -19,6 +19,8 @@ pub struct Cluster {
     pub children: Vec<Child>,
     pub roles: Vec<String>,
     pub gateway: String,
+    /// The gateway's admin listener (admin API, `/metrics`).
+    pub gateway_admin: String,
     pub sim: String,
     pub redis: RedisServer,
 }
@@ -39,9 +41,11 @@ impl Cluster {
     /// Like [`Cluster::start_with`] on a Redis of the caller's.
     pub fn start_on(redis: RedisServer, services: &[&str], extra: &[(&str, &str)]) -> Self {
         let (gateway_port, sim_port) = (free_port().unwrap(), free_port().unwrap());
+        let admin_port = free_port().unwrap();
         let env: Vec<(String, String)> = [
             ("GANTRY__REDIS__URL", redis.url()),
             ("GANTRY__GATEWAY__LISTEN", format!("127.0.0.1:{gateway_port}")),
+            ("GANTRY__GATEWAY__ADMIN_LISTEN", format!("127.0.0.1:{admin_port}")),
             ("GANTRY__GATEWAY__ADMIN_TOKEN", PROC_ADMIN_TOKEN.into()),
             ("GANTRY__GATEWAY__TENANT_RATE_PER_SEC", "100000".into()),
             ("GANTRY__GATEWAY__TENANT_BURST", "100000".into()),
@@ -78,6 +82,7 @@ impl Cluster {
             children: Vec::new(),
             roles: Vec::new(),
             gateway: format!("http://127.0.0.1:{gateway_port}"),
+            gateway_admin: format!("http://127.0.0.1:{admin_port}"),
             sim: format!("http://127.0.0.1:{sim_port}"),
             redis,
         };

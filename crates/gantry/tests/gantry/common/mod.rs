@@ -17,6 +17,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub fn test_config() -> Config {
     let mut config = Config::load_from(None, Vec::new()).unwrap();
     config.gateway.listen = ([127, 0, 0, 1], 0).into();
+    config.gateway.admin_listen = ([127, 0, 0, 1], 0).into();
     config.gateway.admin_token = Some(Secret::new(ADMIN_TOKEN));
     // Tests poll hard; the rate limit's own test sets a low one.
     config.gateway.tenant_rate_per_sec = 100_000.0;
@@ -47,6 +48,8 @@ pub struct TestApp {
     pub stack: DevStack,
     pub http: reqwest::Client,
     pub base: String,
+    /// The admin listener: the admin API and `/metrics`.
+    pub admin_base: String,
 }
 
 impl TestApp {
@@ -58,11 +61,12 @@ impl TestApp {
         let mut config = test_config();
         tweak(&mut config);
         let stack = DevStack::start(config).await.unwrap();
-        let base = stack.gateway_url();
+        let (base, admin_base) = (stack.gateway_url(), stack.admin_url());
         let app = Self {
             stack,
             http: reqwest::Client::new(),
             base,
+            admin_base,
         };
         app.wait_ready().await;
         app
@@ -105,7 +109,7 @@ impl TestApp {
         let (status, body) = self
             .send(
                 self.http
-                    .post(format!("{}/admin/v1/tenants", self.base))
+                    .post(format!("{}/admin/v1/tenants", self.admin_base))
                     .bearer_auth(ADMIN_TOKEN)
                     .json(&json!({"name": "acme", "credits": credits})),
             )
