@@ -82,6 +82,10 @@ pub struct GatewayConfig {
     pub max_tasks_per_batch: usize,
     pub max_body_bytes: usize,
     pub sse_keepalive_secs: u64,
+    /// Live event streams a tenant may hold open at once, per gateway.
+    pub sse_max_per_tenant: usize,
+    /// How long one live event stream lasts at most (seconds); the client then resumes with `Last-Event-ID`.
+    pub sse_max_secs: u64,
     pub idempotency_ttl_secs: u64,
     pub idempotency_lease_ms: u64,
     /// How long a client may take to send a request's headers (ms); then the connection is closed.
@@ -442,6 +446,12 @@ impl Config {
             );
         }
         let g = &self.gateway;
+        if g.sse_max_per_tenant == 0 || g.sse_max_secs == 0 {
+            return invalid(
+                "gateway.sse_max_per_tenant",
+                "sse_max_per_tenant and sse_max_secs must be at least 1",
+            );
+        }
         if g.header_read_timeout_ms == 0 || g.request_timeout_ms == 0 || g.max_concurrent_requests == 0 {
             return invalid(
                 "gateway.request_timeout_ms",

@@ -29,6 +29,8 @@ pub(crate) enum ApiError {
     IdempotencyKeyReused,
     /// A request with the same `Idempotency-Key` is still being processed.
     IdempotencyInProgress,
+    /// The tenant already has this many live event streams open on this gateway.
+    TooManyStreams(usize),
     /// The tenant is over its request rate (`gateway.tenant_rate_per_sec`, bursts of `limit`).
     RateLimited {
         retry_after_ms: u64,
@@ -68,7 +70,9 @@ impl ApiError {
                 "Idempotency key reused",
             ),
             Self::IdempotencyInProgress => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests"),
+            Self::RateLimited { .. } | Self::TooManyStreams(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests")
+            }
             Self::Unavailable | Self::Busy(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -101,6 +105,9 @@ impl ApiError {
                 "too many requests from this tenant; retry in {} s",
                 retry_after_secs(*retry_after_ms)
             ),
+            Self::TooManyStreams(max) => {
+                format!("at most {max} live event streams per tenant may be open at once; close one first")
+            }
             Self::Unavailable => "a backing service is unreachable; retry later".into(),
             Self::Busy(detail) => (*detail).into(),
             Self::Internal(_) => "an internal error occurred; quote the trace id when reporting it".into(),
@@ -125,7 +132,7 @@ impl IntoResponse for ApiError {
         let (status, code, title) = self.parts();
         let retry_soon = matches!(
             self,
-            Self::Unavailable | Self::Busy(_) | Self::IdempotencyInProgress
+            Self::Unavailable | Self::Busy(_) | Self::IdempotencyInProgress | Self::TooManyStreams(_)
         );
         let trace_id = trace::current();
         if let Self::Internal(detail) = &self {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod hub;
 mod idempotency;
 mod routes;
 mod serve;
@@ -27,6 +28,8 @@ pub(crate) struct AppState {
     config: Arc<Config>,
     /// Provider callback confirmations in flight (`routes/callbacks.rs`).
     confirmations: Arc<routes::Confirmations>,
+    /// The watcher of every open event stream (`hub.rs`).
+    events: Arc<hub::EventHub>,
 }
 
 /// The gateway's two listeners: the public API, and the admin API with `/metrics` (`gateway.admin_listen`).
@@ -59,7 +62,9 @@ pub async fn run(config: &Config, listeners: Listeners, shutdown: CancellationTo
         providers,
         config: Arc::new(config.clone()),
         confirmations: Arc::default(),
+        events: Arc::new(hub::EventHub::new(config.gateway.sse_max_per_tenant)),
     };
+    let hub = tokio::spawn(state.events.clone().run(state.store.clone(), shutdown.clone()));
     tracing::info!(
         addr = %listeners.public.local_addr()?,
         admin = %listeners.admin.local_addr()?,
@@ -84,6 +89,7 @@ pub async fn run(config: &Config, listeners: Listeners, shutdown: CancellationTo
             grace,
         ),
     );
+    let _ = hub.await;
     Ok(())
 }
 

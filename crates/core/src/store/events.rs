@@ -1,11 +1,14 @@
-//! Reading a batch's live event stream (what its transitions wrote, for SSE), on a connection of the reader's
-//! own so that its blocking reads never stall the shared one.
+//! Reading the batches' live event streams (what their transitions wrote, for SSE).
+//!
+//! A gateway holds one [`EventWatcher`] (one connection of its own for blocking reads) that waits for new entries
+//! on the streams of every batch someone is watching; the readers themselves fetch entries with short reads on the
+//! shared connection. So a gateway's Redis connections do not grow with the number of open streams.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use redis::{
     aio::ConnectionManager,
-    streams::{StreamReadOptions, StreamReadReply},
+    streams::{StreamRangeReply, StreamReadOptions, StreamReadReply},
     AsyncCommands,
 };
 
@@ -22,42 +25,83 @@ pub struct BatchEvent {
     pub data: String,
 }
 
-/// A reader of one batch's events.
-pub struct EventReader {
+/// Waits for new entries on many batches' event streams at once.
+pub struct EventWatcher {
     conn: ConnectionManager,
-    key: String,
+    store: Store,
     block: Duration,
 }
 
 impl Store {
-    /// A reader of `batch_id`'s events whose reads wait up to `block` for new ones.
-    pub async fn batch_event_reader(&self, batch_id: &str, block: Duration) -> Result<EventReader> {
-        Ok(EventReader {
+    /// Up to `count` events of `batch_id` after the entry `after` (`0-0`: from the start), without waiting.
+    pub async fn batch_events_after(
+        &self,
+        batch_id: &str,
+        after: &str,
+        count: usize,
+    ) -> Result<Vec<BatchEvent>> {
+        let reply: StreamRangeReply = self
+            .connection()
+            .xrange_count(self.keys.batch_events(batch_id), format!("({after}"), "+", count)
+            .await?;
+        Ok(reply.ids.into_iter().map(event).collect())
+    }
+
+    /// The id of the newest event of `batch_id` (`0-0` when there is none).
+    pub async fn last_batch_event(&self, batch_id: &str) -> Result<String> {
+        let reply: StreamRangeReply = self
+            .connection()
+            .xrevrange_count(self.keys.batch_events(batch_id), "+", "-", 1)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id))
+    }
+
+    /// A watcher whose waits last up to `block`, on a connection of its own.
+    pub async fn event_watcher(&self, block: Duration) -> Result<EventWatcher> {
+        Ok(EventWatcher {
             conn: self.blocking_connection(block).await?,
-            key: self.keys.batch_events(batch_id),
+            store: self.clone(),
             block,
         })
     }
 }
 
-impl EventReader {
-    /// Up to `count` events after the entry `after` (`0-0`: from the start), waiting up to the reader's block
-    /// time when there are none yet (then the answer is empty).
-    pub async fn read_after(&mut self, after: &str, count: usize) -> Result<Vec<BatchEvent>> {
+impl EventWatcher {
+    /// Waits up to the block time for an entry newer than its cursor on any of `batches` (batch id → cursor, an
+    /// entry id), and returns the batches that got some, each with its newest entry id.
+    pub async fn wait(&mut self, batches: &HashMap<String, String>) -> Result<Vec<(String, String)>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, keys): (Vec<&String>, Vec<String>) = batches
+            .keys()
+            .map(|id| (id, self.store.keys.batch_events(id)))
+            .unzip();
+        let cursors: Vec<&str> = ids.iter().map(|id| batches[*id].as_str()).collect();
         let options = StreamReadOptions::default()
-            .count(count)
+            .count(1000)
             .block(usize::try_from(self.block.as_millis()).unwrap_or(usize::MAX));
-        let reply: Option<StreamReadReply> =
-            self.conn.xread_options(&[&self.key], &[after], &options).await?;
+        let reply: Option<StreamReadReply> = self.conn.xread_options(&keys, &cursors, &options).await?;
+        let by_key: HashMap<&String, &String> = keys.iter().zip(ids).collect();
         Ok(reply
             .into_iter()
             .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .map(|entry| BatchEvent {
-                kind: entry.get("type").unwrap_or_default(),
-                data: entry.get("data").unwrap_or_default(),
-                id: entry.id,
+            .filter_map(|k| {
+                let newest = k.ids.last()?.id.clone();
+                Some(((*by_key.get(&k.key)?).clone(), newest))
             })
             .collect())
+    }
+}
+
+fn event(entry: redis::streams::StreamId) -> BatchEvent {
+    BatchEvent {
+        kind: entry.get("type").unwrap_or_default(),
+        data: entry.get("data").unwrap_or_default(),
+        id: entry.id,
     }
 }

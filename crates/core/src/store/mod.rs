@@ -33,7 +33,7 @@ pub use self::{
     audit::Audit,
     batches::Page,
     dead_letters::DeadLetter,
-    events::{BatchEvent, EventReader},
+    events::{BatchEvent, EventWatcher},
     idempotency::{fingerprint, IdempotencyBegin, IdempotencyLease, IdempotentRequest, StoredAnswer},
     limiter::{CallOutcome, RateDecision},
     open_work::{OpenBatch, TaskLease},

@@ -769,3 +769,58 @@ async fn the_admin_api_and_metrics_listen_apart_from_the_public_api() {
     assert_eq!(on_admin.status(), StatusCode::NOT_FOUND);
     assert_eq!(get(format!("{}/healthz", app.admin_base)).await, StatusCode::OK);
 }
+
+/// Redis's `connected_clients`.
+async fn connected_clients(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query_async(redis)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_capped_per_tenant_and_cost_no_redis_connection_each() {
+    let app = TestApp::start().await;
+    let max = app.stack.config.gateway.sse_max_per_tenant;
+    let (_, key) = app.tenant(100).await;
+    let batch_id = app
+        .submit(&key, &json!({ "tasks": [veo("endless [sim:never]")] }))
+        .await;
+    let url = format!("{}/v1/batches/{batch_id}/events", app.base);
+    let open = || app.http.get(&url).bearer_auth(&key).send();
+    // One stream first, so the gateway's event hub has its connection.
+    let first = open().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let mut redis = app.redis().await;
+    let before = connected_clients(&mut redis).await;
+
+    let responses: Vec<reqwest::Response> = futures::future::join_all((1..500).map(|_| open()))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let served = responses.iter().filter(|r| r.status() == StatusCode::OK).count();
+    let refused: Vec<_> = responses
+        .iter()
+        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(1 + served, max, "streams served");
+    assert_eq!(1 + served + refused.len(), 500, "every other one is 429");
+    assert_eq!(refused[0].headers()["retry-after"], "1");
+    let during = connected_clients(&mut redis).await;
+    assert_eq!(during, before, "Redis connections with {max} streams open");
+
+    // Closing streams gives the slots back.
+    drop(responses);
+    drop(first);
+    wait_for("a slot to free up", Duration::from_secs(10), || async {
+        Ok((open().await?.status() == StatusCode::OK).then_some(()))
+    })
+    .await
+    .unwrap();
+}

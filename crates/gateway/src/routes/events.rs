@@ -2,9 +2,15 @@
 //!
 //! Every state change writes an entry to the batch's event stream in Redis (inside the transition's script), so
 //! the entry ids are the SSE `id:`s: a client that reconnects with `Last-Event-ID` resumes right after the last
-//! event it saw. The response ends after the batch's final `batch.updated` (completed or cancelled).
+//! event it saw. The response ends after the batch's final `batch.updated` (completed or cancelled), or after
+//! `gateway.sse_max_secs` (the client reconnects and resumes). A tenant may hold `gateway.sse_max_per_tenant`
+//! streams per gateway at once; one more is 429. New entries are announced by the gateway's one event hub
+//! (`hub.rs`), so open streams cost no Redis connection of their own.
 
-use std::{convert::Infallible, time::Duration};
+use std::{
+    convert::Infallible,
+    time::{Duration, Instant},
+};
 
 use axum::{
     extract::{Path, State},
@@ -12,21 +18,24 @@ use axum::{
     response::sse::{Event, KeepAlive, Sse},
 };
 use futures::{stream, Stream, StreamExt};
-use gantry_core::{domain::BatchStatus, store::EventReader, Store};
+use gantry_core::{domain::BatchStatus, Store};
 
 use crate::{
     auth::Tenant,
     error::{ApiError, ApiResult},
+    hub::Subscription,
     AppState,
 };
 
-const READ_BLOCK: Duration = Duration::from_secs(5);
+/// How long a quiet stream waits before it checks whether its batch is over (when its last event was trimmed).
+const QUIET: Duration = Duration::from_secs(5);
 
 struct Cursor {
-    reader: EventReader,
+    subscription: Subscription,
     store: Store,
     batch_id: String,
     last_id: String,
+    ends_at: Instant,
     done: bool,
 }
 
@@ -46,11 +55,16 @@ pub(crate) async fn stream(
         .and_then(|v| v.to_str().ok())
         .and_then(super::stream_id)
         .unwrap_or_else(|| "0-0".to_owned());
+    let subscription = state
+        .events
+        .subscribe(&tenant, &id)
+        .map_err(|_| ApiError::TooManyStreams(state.config.gateway.sse_max_per_tenant))?;
     let cursor = Cursor {
-        reader: state.store.batch_event_reader(&id, READ_BLOCK).await?,
+        subscription,
         store: state.store.clone(),
         batch_id: id,
         last_id,
+        ends_at: Instant::now() + Duration::from_secs(state.config.gateway.sse_max_secs),
         done: false,
     };
     let events = stream::unfold(cursor, |mut cursor| async move {
@@ -65,9 +79,21 @@ pub(crate) async fn stream(
 }
 
 impl Cursor {
-    /// The next events (possibly none, after a quiet read); marks the cursor done after the final one.
+    /// The next events (possibly none, after a quiet wait); marks the cursor done after the final one, or when the
+    /// stream's time is up.
     async fn read(&mut self) -> Vec<Event> {
-        let entries = match self.reader.read_after(&self.last_id, 100).await {
+        let now = Instant::now();
+        if now >= self.ends_at {
+            self.done = true;
+            return Vec::new();
+        }
+        // Seen before reading: a change announced after this point wakes the wait below.
+        self.subscription.changes.borrow_and_update();
+        let entries = match self
+            .store
+            .batch_events_after(&self.batch_id, &self.last_id, 100)
+            .await
+        {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!(error = %e, "reading batch events failed; closing the stream");
@@ -76,9 +102,13 @@ impl Cursor {
             }
         };
         if entries.is_empty() {
-            // Quiet: if the batch is final and its last event was trimmed away, end here.
-            if let Ok(Some(batch)) = self.store.batch(&self.batch_id).await {
-                self.done = batch.status.is_final();
+            let wait = QUIET.min(self.ends_at - now);
+            let changed = tokio::time::timeout(wait, self.subscription.changes.changed()).await;
+            if changed.is_err() {
+                // Quiet: if the batch is final and its last event was trimmed away, end here.
+                if let Ok(Some(batch)) = self.store.batch(&self.batch_id).await {
+                    self.done = batch.status.is_final();
+                }
             }
             return Vec::new();
         }
