@@ -13,6 +13,11 @@ pub fn new_tenant_id() -> String {
     format!("ten_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// Makes a new API key id (the key's public name, for listing and revoking).
+pub fn new_key_id() -> String {
+    format!("key_{}", uuid::Uuid::now_v7().simple())
+}
+
 /// Makes a new API key (shown once; only its hash is stored).
 pub fn new_api_key() -> String {
     let mut bytes = [0u8; 24];

@@ -16,6 +16,8 @@
 //! | `<prefix>:{pN}:task:<id>` | hash | a task |
 //! | `<prefix>:{t:<id>}:tenant` | hash | name, balance, frozen, charged, granted |
 //! | `<prefix>:{t:<id>}:ledger` | stream | append-only credit movements |
+//! | `<prefix>:{t:<id>}:keys` | hash | key id → the API key's record (see `store/api_keys.rs`) |
+//! | `<prefix>:{t:<id>}:keys_used` | hash | key id → when the key was last used (ms) |
 //! | `<prefix>:{t:<id>}:rate` | string | the tenant's request rate limit (GCRA arrival time, ms) |
 //! | `<prefix>:{t:<id>}:ledger_by_batch` | hash | batch id → the ids of its ledger entries, space-separated, oldest first |
 //! | `<prefix>:{t:<id>}:reservations` | hash | batch id → credits frozen for it, until settled |
@@ -139,6 +141,14 @@ impl Keys {
 
     pub fn tenant_rate(&self, tenant_id: &str) -> String {
         format!("{}:rate", self.tenant_slot(tenant_id))
+    }
+
+    pub fn api_key_records(&self, tenant_id: &str) -> String {
+        format!("{}:keys", self.tenant_slot(tenant_id))
+    }
+
+    pub fn api_keys_used(&self, tenant_id: &str) -> String {
+        format!("{}:keys_used", self.tenant_slot(tenant_id))
     }
 
     pub fn ledger_by_batch(&self, tenant_id: &str) -> String {

@@ -36,17 +36,17 @@ impl FromRequestParts<AppState> for Tenant {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = presented_key(parts).ok_or(ApiError::Unauthorized)?;
-        let tenant = state
+        let owner = state
             .store
             .authenticate(key)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        tracing::Span::current().record("tenant.id", tenant.as_str());
+        tracing::Span::current().record("tenant.id", owner.tenant_id.as_str());
         let gateway = &state.config.gateway;
         let decision = state
             .store
             .tenant_rate(
-                &tenant,
+                &owner,
                 gateway.tenant_rate_per_sec,
                 gateway.tenant_burst,
                 now_ms(),
@@ -58,7 +58,7 @@ impl FromRequestParts<AppState> for Tenant {
                 limit: gateway.tenant_burst,
             });
         }
-        Ok(Self(tenant))
+        Ok(Self(owner.tenant_id))
     }
 }
 

@@ -78,11 +78,11 @@ pub enum RateDecision {
 }
 
 impl Store {
-    /// Counts one request of `tenant_id` against its rate limit (`rate_per_sec` on average, bursts of `burst`),
-    /// which every gateway shares.
+    /// Counts one request of `key`'s tenant against its rate limit (`rate_per_sec` on average, bursts of
+    /// `burst`), which every gateway shares, and records the key's use.
     pub async fn tenant_rate(
         &self,
-        tenant_id: &str,
+        key: &super::KeyOwner,
         rate_per_sec: f64,
         burst: u32,
         now: u64,
@@ -90,10 +90,12 @@ impl Store {
         let (allowed, wait_ms, remaining): (i64, u64, u64) = self
             .scripts
             .tenant_rate
-            .key(self.keys.tenant_rate(tenant_id))
+            .key(self.keys.tenant_rate(&key.tenant_id))
+            .key(self.keys.api_keys_used(&key.tenant_id))
             .arg(now)
             .arg(rate_per_sec)
             .arg(burst)
+            .arg(&key.key_id)
             .invoke_async(&mut self.connection())
             .await?;
         Ok(if allowed == 1 {

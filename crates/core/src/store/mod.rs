@@ -10,6 +10,7 @@
 //! - A request with an `Idempotency-Key` keeps a record under its tenant's tag: a lease while it runs, then its
 //!   answer for replay (`idempotency.rs`).
 
+mod api_keys;
 mod audit;
 mod batches;
 mod dead_letters;
@@ -30,6 +31,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use self::{
+    api_keys::{ApiKeyInfo, KeyOwner, LEGACY_KEY_ID},
     audit::Audit,
     batches::Page,
     dead_letters::DeadLetter,

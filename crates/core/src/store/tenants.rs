@@ -2,7 +2,6 @@
 //! by batch id and idempotent.
 
 use redis::AsyncCommands;
-use sha2::{Digest, Sha256};
 
 use super::{fields::tenant, Result, Store, StoreError};
 use crate::{ids, model::now_ms};
@@ -69,10 +68,6 @@ impl LedgerEntry {
     }
 }
 
-fn hash_key(api_key: &str) -> String {
-    hex::encode(Sha256::digest(api_key.as_bytes()))
-}
-
 /// The most credits one grant (or a new tenant) may hold.
 pub const MAX_GRANT: u64 = 1_000_000_000_000;
 
@@ -92,7 +87,6 @@ pub enum Grant {
 }
 
 impl Store {
-    /// Creates a tenant with `credits` granted; returns its id and its API key (shown once, stored hashed).
     /// Creates a tenant with `credits` (at most [`MAX_GRANT`]) and its first API key.
     pub async fn create_tenant(&self, name: &str, credits: u64) -> Result<(String, String)> {
         if credits > MAX_GRANT {
@@ -101,7 +95,6 @@ impl Store {
             )));
         }
         let tenant_id = ids::new_tenant_id();
-        let api_key = ids::new_api_key();
         let now = now_ms();
         let mut conn = self.connection();
         let _: () = conn
@@ -122,9 +115,10 @@ impl Store {
         if credits > 0 {
             self.grant(&tenant_id, credits, "initial credits").await?;
         }
-        let _: () = conn
-            .hset(self.keys.api_keys(), hash_key(&api_key), &tenant_id)
-            .await?;
+        let (_, api_key) = self
+            .create_api_key(&tenant_id, None)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant_id} vanished while created")))?;
         Ok((tenant_id, api_key))
     }
 
@@ -152,14 +146,6 @@ impl Store {
             -2 => Grant::TooMuch,
             balance => Grant::Granted { balance },
         })
-    }
-
-    /// The tenant an API key belongs to.
-    pub async fn authenticate(&self, api_key: &str) -> Result<Option<String>> {
-        Ok(self
-            .connection()
-            .hget(self.keys.api_keys(), hash_key(api_key))
-            .await?)
     }
 
     /// A tenant's credits (zero for an unknown tenant).

@@ -224,8 +224,12 @@ async fn money_moves_once_per_batch() {
     let store = store(&redis).await;
     let (tenant, key) = store.create_tenant("t", 50).await.unwrap();
     assert_eq!(
-        store.authenticate(&key).await.unwrap().as_deref(),
-        Some(tenant.as_str())
+        store
+            .authenticate(&key)
+            .await
+            .unwrap()
+            .map(|owner| owner.tenant_id),
+        Some(tenant.clone())
     );
     assert_eq!(store.authenticate("gk_other").await.unwrap(), None);
 

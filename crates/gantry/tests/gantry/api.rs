@@ -824,3 +824,63 @@ async fn event_streams_are_capped_per_tenant_and_cost_no_redis_connection_each()
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_holds_several_keys_that_expire_show_their_last_use_and_revoke_at_once() {
+    let app = TestApp::start().await;
+    let (tenant, first) = app.tenant(10).await;
+    let keys_url = format!("{}/admin/v1/tenants/{tenant}/keys", app.admin_base);
+    let issue = |body: Value| app.send(app.http.post(&keys_url).bearer_auth(ADMIN_TOKEN).json(&body));
+    let (status, second) = issue(json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let (status, short) = issue(json!({ "expires_in_secs": 1 })).await;
+    assert_eq!(status, StatusCode::CREATED, "{short}");
+    assert!(short["expires_at"].is_string(), "{short}");
+    let (status, problem) = issue(json!({ "expires_in_secs": 0 })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+
+    // Every key works, for the same tenant.
+    let second_key = second["api_key"].as_str().unwrap().to_owned();
+    for key in [&first, &second_key] {
+        assert_eq!(app.get(key, "/v1/credits").await.0, StatusCode::OK);
+    }
+    // The list shows each key's last use, never the key.
+    let (_, list) = app.send(app.http.get(&keys_url).bearer_auth(ADMIN_TOKEN)).await;
+    let keys = list["data"].as_array().unwrap();
+    assert_eq!(keys.len(), 3, "{list}");
+    assert!(keys.iter().all(|k| k.get("api_key").is_none()), "{list}");
+    let used = keys.iter().find(|k| k["id"] == second["id"]).unwrap();
+    assert!(used["last_used_at"].is_string(), "{list}");
+
+    // Revoked: refused at once.
+    let revoke = format!("{keys_url}/{}", second["id"].as_str().unwrap());
+    let revoked = app
+        .http
+        .delete(&revoke)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&second_key, "/v1/credits").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.get(&first, "/v1/credits").await.0, StatusCode::OK);
+    let again = app
+        .http
+        .delete(&revoke)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+
+    // Expired: refused once its time is up.
+    let short_key = short["api_key"].as_str().unwrap().to_owned();
+    wait_for("the short key to expire", Duration::from_secs(10), || async {
+        Ok((app.get(&short_key, "/v1/credits").await.0 == StatusCode::UNAUTHORIZED).then_some(()))
+    })
+    .await
+    .unwrap();
+}

@@ -2,6 +2,7 @@
 //! two lists.
 
 mod admin;
+mod api_keys;
 mod batches;
 mod callbacks;
 mod cancel;
@@ -13,7 +14,7 @@ mod tasks;
 pub(crate) use callbacks::Confirmations;
 
 use axum::{
-    routing::{get, post},
+    routing::{delete, get, post},
     Router,
 };
 use serde::Deserialize;
@@ -48,6 +49,11 @@ pub(crate) fn admin_routes() -> Router<AppState> {
         .route("/metrics", get(gantry_telemetry::metrics_handler))
         .route("/admin/v1/tenants", post(admin::create_tenant))
         .route("/admin/v1/tenants/{id}/credits", post(admin::grant))
+        .route(
+            "/admin/v1/tenants/{id}/keys",
+            post(api_keys::create).get(api_keys::list),
+        )
+        .route("/admin/v1/tenants/{id}/keys/{key_id}", delete(api_keys::revoke))
 }
 
 /// `limit` and `after` of a list endpoint.
