@@ -48,3 +48,28 @@ chaos:
       GANTRY_CHAOS_SEED=$seed GANTRY_CHAOS_TASKS=3000 GANTRY_CHAOS_SECONDS=40 \
         cargo test -q -p gantry --test gantry chaos:: -- --nocapture 2>&1 | grep -E '^chaos:|panicked|test result'; \
     done
+
+# Contract fuzzing: schemathesis (PyPI, in a venv under $CARGO_TARGET_DIR) against proto-docs/openapi.yaml on a live
+# local stack with a tenant key: every answer must be documented and conform, and none may be a 5xx.
+fuzz examples="25":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -q -p gantry
+    venv="$CARGO_TARGET_DIR/fuzz-venv"
+    [ -x "$venv/bin/schemathesis" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'schemathesis>=4,<5'; }
+    token="fuzz-admin-$(openssl rand -hex 24 2>/dev/null || echo 0123456789abcdef0123456789abcdef)"
+    port=$((20000 + RANDOM % 20000))
+    export GANTRY__GATEWAY__LISTEN=127.0.0.1:$port GANTRY__GATEWAY__ADMIN_LISTEN=127.0.0.1:$((port + 1)) \
+      GANTRY__GATEWAY__ADMIN_TOKEN=$token GANTRY__SIM__LISTEN=127.0.0.1:$((port + 2)) \
+      GANTRY__GATEWAY__TENANT_RATE_PER_SEC=100000 GANTRY__GATEWAY__TENANT_BURST=100000 RUST_LOG=error
+    "$CARGO_TARGET_DIR/debug/gantry" dev > "$CARGO_TARGET_DIR/fuzz-stack.log" 2>&1 &
+    stack=$!
+    trap 'kill $stack 2>/dev/null; wait $stack 2>/dev/null || true' EXIT
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+    key=$(curl -sf -X POST "http://127.0.0.1:$((port + 1))/admin/v1/tenants" -H "Authorization: Bearer $token" \
+      -H 'content-type: application/json' -d '{"name": "fuzz", "credits": 1000000}' \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["api_key"])')
+    # The admin API and /metrics live on the admin listener; the public API is what tenants can reach.
+    "$venv/bin/schemathesis" --config-file proto-docs/schemathesis.toml run proto-docs/openapi.yaml --url "http://127.0.0.1:$port" \
+      -H "Authorization: Bearer $key" --exclude-path-regex '^/(admin|metrics)' \
+      --max-examples {{examples}} --workers 1 --seed 1

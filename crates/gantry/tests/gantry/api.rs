@@ -884,3 +884,20 @@ async fn a_tenant_holds_several_keys_that_expire_show_their_last_use_and_revoke_
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_string_that_does_not_parse_is_a_400_problem() {
+    let app = TestApp::start().await;
+    let (_, key) = app.tenant(1).await;
+    let response = app
+        .http
+        .get(format!("{}/v1/batches?limit=1&limit=2", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "invalid_request");
+}

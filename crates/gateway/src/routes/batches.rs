@@ -2,7 +2,7 @@
 
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, Path, Query, State},
+    extract::{rejection::BytesRejection, Path, State},
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -130,7 +130,7 @@ pub(crate) async fn get(
 pub(crate) async fn list(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
-    Query(query): Query<PageQuery>,
+    super::ApiQuery(query): super::ApiQuery<PageQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let page = state
         .store

@@ -13,7 +13,7 @@ use std::{
 use axum::{
     body::Bytes,
     extract::rejection::BytesRejection,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::StatusCode,
 };
 use gantry_core::{callback, domain::TaskStatus, model::now_ms, store::TaskRow};
@@ -35,7 +35,7 @@ pub(crate) struct TokenQuery {
 pub(crate) async fn receive(
     State(state): State<AppState>,
     Path((provider, task_id)): Path<(String, String)>,
-    Query(query): Query<TokenQuery>,
+    super::ApiQuery(query): super::ApiQuery<TokenQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
     let body = super::batches::body_bytes(body, state.config.gateway.max_body_bytes)?;

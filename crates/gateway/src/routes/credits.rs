@@ -1,9 +1,6 @@
 //! A tenant's credits.
 
-use axum::{
-    extract::{Query, State},
-    Json,
-};
+use axum::{extract::State, Json};
 use serde_json::{json, Value};
 
 use super::{list_object, PageQuery};
@@ -28,7 +25,7 @@ pub(crate) async fn get(State(state): State<AppState>, Tenant(tenant): Tenant) -
 pub(crate) async fn ledger(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
-    Query(query): Query<PageQuery>,
+    super::ApiQuery(query): super::ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     let limit = query.limit()?;
     let after = match query.after.as_deref() {

@@ -56,6 +56,24 @@ pub(crate) fn admin_routes() -> Router<AppState> {
         .route("/admin/v1/tenants/{id}/keys/{key_id}", delete(api_keys::revoke))
 }
 
+/// A query string parsed into `T`; one that does not parse is a 400 problem (axum's own rejection is plain text).
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(query)| Self(query))
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
+}
+
 /// `limit` and `after` of a list endpoint.
 #[derive(Debug, Deserialize)]
 pub(crate) struct PageQuery {

@@ -1,7 +1,7 @@
 //! Tasks: one by id, or the tasks of a batch by index.
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::{Path, State},
     Json,
 };
 use gantry_core::model::{TaskStatus, TaskView};
@@ -33,7 +33,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
-    Query(query): Query<PageQuery>,
+    super::ApiQuery(query): super::ApiQuery<PageQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let limit = query.limit()?;
     let status = match query.status.as_deref() {
