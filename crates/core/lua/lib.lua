@@ -41,3 +41,17 @@ end
 local function is_terminal(status)
   return status == 'succeeded' or status == 'failed' or status == 'cancelled'
 end
+
+-- GCRA: admits one request against the theoretical arrival time stored at `key` (string, ms), with `interval` ms
+-- between requests on average and bursts of up to `burst`. Returns 0 and the new arrival time when admitted (the
+-- key moves on), else the ms to wait and the unchanged arrival time.
+local function gcra_admit(key, now, interval, burst)
+  local tat = math.max(tonumber(redis.call('GET', key) or '0'), now)
+  local allow_at = tat - interval * (burst - 1)
+  if now < allow_at then
+    return math.max(1, math.ceil(allow_at - now)), tat
+  end
+  local new_tat = tat + interval
+  redis.call('SET', key, tostring(new_tat), 'PX', math.ceil(new_tat - now + 1000))
+  return 0, new_tat
+end

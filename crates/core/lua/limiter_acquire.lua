@@ -16,17 +16,9 @@ end
 local factor = tonumber(redis.call('GET', KEYS[3]) or '1')
 -- 2% under the configured rate: requests leave here but arrive at the provider a few ms apart from when they
 -- were granted, and the provider counts arrivals.
-local interval = 1020 / (tonumber(ARGV[2]) * factor)
-local tolerance = interval * (tonumber(ARGV[3]) - 1)
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then
-  tat = now
+local wait = gcra_admit(KEYS[1], now, 1020 / (tonumber(ARGV[2]) * factor), tonumber(ARGV[3]))
+if wait > 0 then
+  return wait
 end
-local allow_at = tat - tolerance
-if now < allow_at then
-  return math.max(1, math.ceil(allow_at - now))
-end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now + 1000))
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), ARGV[7])
 return 0

@@ -8,15 +8,9 @@
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[1])
 local now = tonumber(ARGV[1])
 local interval = 1000 / tonumber(ARGV[2])
-local tolerance = interval * (tonumber(ARGV[3]) - 1)
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then
-  tat = now
+local burst = tonumber(ARGV[3])
+local wait, tat = gcra_admit(KEYS[1], now, interval, burst)
+if wait > 0 then
+  return { 0, wait, 0 }
 end
-local allow_at = tat - tolerance
-if now < allow_at then
-  return { 0, math.max(1, math.ceil(allow_at - now)), 0 }
-end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now + 1000))
-return { 1, 0, math.max(0, math.floor((now + tolerance - new_tat) / interval) + 1) }
+return { 1, 0, math.max(0, math.floor((now + interval * (burst - 1) - tat) / interval) + 1) }

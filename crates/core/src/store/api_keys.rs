@@ -46,7 +46,51 @@ pub(super) fn hash_key(api_key: &str) -> String {
     hex::encode(Sha256::digest(api_key.as_bytes()))
 }
 
+/// A new key for `tenant_id`, ready to store: its info, the key itself, its record (JSON) and its lookup entry.
+pub(super) struct NewKey {
+    pub info: ApiKeyInfo,
+    pub api_key: String,
+    pub hash: String,
+    pub record: String,
+    pub owner: String,
+}
+
+impl NewKey {
+    pub(super) fn make(tenant_id: &str, expires_at: Option<u64>) -> Result<Self> {
+        let (key_id, api_key) = (ids::new_key_id(), ids::new_api_key());
+        let hash = hash_key(&api_key);
+        let created_at = now_ms();
+        let record = serde_json::to_string(&KeyRecord {
+            hash: hash.clone(),
+            created_at,
+            expires_at,
+        })
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Self {
+            owner: format!("{tenant_id} {key_id} {}", expires_at.unwrap_or(0)),
+            info: ApiKeyInfo {
+                id: key_id,
+                created_at,
+                expires_at,
+                last_used_at: None,
+            },
+            api_key,
+            hash,
+            record,
+        })
+    }
+}
+
 impl Store {
+    /// Makes `key` work: its lookup entry is written last, once everything it points to exists.
+    pub(super) async fn activate_api_key(&self, key: &NewKey) -> Result<()> {
+        let _: () = self
+            .connection()
+            .hset(self.keys.api_keys(), &key.hash, &key.owner)
+            .await?;
+        Ok(())
+    }
+
     /// Issues a new key for `tenant_id` (valid until `expires_at` ms, if given); returns its record and the key,
     /// which is shown once and stored only hashed. `None` when the tenant does not exist.
     pub async fn create_api_key(
@@ -57,27 +101,13 @@ impl Store {
         if !ids::is_tenant_id(tenant_id) || !self.tenant_exists(tenant_id).await? {
             return Ok(None);
         }
-        let (key_id, api_key) = (ids::new_key_id(), ids::new_api_key());
-        let record = KeyRecord {
-            hash: hash_key(&api_key),
-            created_at: now_ms(),
-            expires_at,
-        };
-        let json = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut conn = self.connection();
-        let _: () = conn
-            .hset(self.keys.api_key_records(tenant_id), &key_id, json)
+        let key = NewKey::make(tenant_id, expires_at)?;
+        let _: () = self
+            .connection()
+            .hset(self.keys.api_key_records(tenant_id), &key.info.id, &key.record)
             .await?;
-        // Last: the key works from here on.
-        let owner = format!("{tenant_id} {key_id} {}", expires_at.unwrap_or(0));
-        let _: () = conn.hset(self.keys.api_keys(), &record.hash, owner).await?;
-        let info = ApiKeyInfo {
-            id: key_id,
-            created_at: record.created_at,
-            expires_at,
-            last_used_at: None,
-        };
-        Ok(Some((info, api_key)))
+        self.activate_api_key(&key).await?;
+        Ok(Some((key.info, key.api_key)))
     }
 
     /// A tenant's keys, oldest first.

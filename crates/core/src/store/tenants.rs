@@ -3,7 +3,7 @@
 
 use redis::AsyncCommands;
 
-use super::{fields::tenant, Result, Store, StoreError};
+use super::{api_keys::NewKey, fields::tenant, Result, Store, StoreError};
 use crate::{ids, model::now_ms};
 
 /// A tenant's credits.
@@ -87,7 +87,9 @@ pub enum Grant {
 }
 
 impl Store {
-    /// Creates a tenant with `credits` (at most [`MAX_GRANT`]) and its first API key.
+    /// Creates a tenant with `credits` (at most [`MAX_GRANT`]) and its first API key; returns its id and the key
+    /// (shown once, stored hashed). The tenant's own state is one script; the tenant index and the key's lookup
+    /// entry (other slots) follow, the key last, so a crash in between leaves no usable half-made tenant.
     pub async fn create_tenant(&self, name: &str, credits: u64) -> Result<(String, String)> {
         if credits > MAX_GRANT {
             return Err(StoreError::Corrupt(format!(
@@ -95,31 +97,27 @@ impl Store {
             )));
         }
         let tenant_id = ids::new_tenant_id();
-        let now = now_ms();
-        let mut conn = self.connection();
-        let _: () = conn
-            .hset_multiple(
-                self.keys.tenant(&tenant_id),
-                &[
-                    (tenant::ID, tenant_id.as_str()),
-                    (tenant::NAME, name),
-                    (tenant::BALANCE, "0"),
-                    (tenant::FROZEN, "0"),
-                    (tenant::CHARGED, "0"),
-                    (tenant::GRANTED, "0"),
-                    (tenant::CREATED_AT, &now.to_string()),
-                ],
-            )
+        let key = NewKey::make(&tenant_id, None)?;
+        let created: i64 = self
+            .scripts
+            .create_tenant
+            .key(self.keys.tenant(&tenant_id))
+            .key(self.keys.ledger(&tenant_id))
+            .key(self.keys.api_key_records(&tenant_id))
+            .arg(&tenant_id)
+            .arg(name)
+            .arg(now_ms())
+            .arg(credits)
+            .arg(&key.info.id)
+            .arg(&key.record)
+            .invoke_async(&mut self.connection())
             .await?;
-        let _: () = conn.sadd(self.keys.tenants(), &tenant_id).await?;
-        if credits > 0 {
-            self.grant(&tenant_id, credits, "initial credits").await?;
+        if created != 1 {
+            return Err(StoreError::Corrupt(format!("tenant id {tenant_id} was taken")));
         }
-        let (_, api_key) = self
-            .create_api_key(&tenant_id, None)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant_id} vanished while created")))?;
-        Ok((tenant_id, api_key))
+        let _: () = self.connection().sadd(self.keys.tenants(), &tenant_id).await?;
+        self.activate_api_key(&key).await?;
+        Ok((tenant_id, key.api_key))
     }
 
     /// Grants credits (at most [`MAX_GRANT`] at once; a larger amount is refused as [`Grant::TooMuch`]).

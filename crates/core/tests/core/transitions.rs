@@ -486,3 +486,23 @@ async fn a_stale_submitter_finishing_after_its_lease_expired_changes_nothing() {
         "counted once"
     );
 }
+
+#[tokio::test]
+async fn a_new_tenant_is_written_whole_in_one_script_and_its_key_works_last() {
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis).await;
+    // The tenant's hash, its grant and its key record come from one script (create_tenant.lua); the tenant index
+    // and the key's lookup entry follow.
+    let (tenant, key) = store.create_tenant("t", 50).await.unwrap();
+    let credits = store.credits(&tenant).await.unwrap();
+    assert_eq!((credits.balance, credits.frozen, credits.charged), (50, 0, 0));
+    let ledger = store.ledger(&tenant).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        (ledger[0].kind.as_str(), ledger[0].amount, ledger[0].balance),
+        ("grant", 50, 50)
+    );
+    assert_eq!(store.list_api_keys(&tenant).await.unwrap().len(), 1);
+    assert_eq!(store.authenticate(&key).await.unwrap().unwrap().tenant_id, tenant);
+    assert!(store.audit_tenant(&tenant).await.unwrap().violations.is_empty());
+}
