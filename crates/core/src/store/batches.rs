@@ -30,6 +30,23 @@ pub struct Page<T> {
     pub has_more: bool,
 }
 
+impl<T> Page<T> {
+    /// A page with nothing on it, and nothing after it.
+    pub fn empty() -> Self {
+        Self {
+            data: Vec::new(),
+            has_more: false,
+        }
+    }
+
+    /// The first `limit` of `data`, read one past the limit to know whether more follow.
+    pub fn of_overfetched(mut data: Vec<T>, limit: usize) -> Self {
+        let has_more = data.len() > limit;
+        data.truncate(limit);
+        Self { data, has_more }
+    }
+}
+
 impl Store {
     /// Writes a validated batch whose cost is already reserved, and queues the tasks that may start. The batch,
     /// its tasks and its messages keep `traceparent` (the creating request's trace context), if given.
@@ -146,12 +163,7 @@ impl Store {
         let start = match after {
             Some(after) => match conn.zrevrank::<_, _, Option<isize>>(&index, after).await? {
                 Some(rank) => rank + 1,
-                None => {
-                    return Ok(Page {
-                        data: Vec::new(),
-                        has_more: false,
-                    })
-                }
+                None => return Ok(Page::empty()),
             },
             None => 0,
         };
@@ -189,12 +201,7 @@ impl Store {
         let start = match after {
             Some(after) => match ids::parse_task_id(after) {
                 Some((b, index)) if b == batch.id => index.saturating_add(1),
-                _ => {
-                    return Ok(Page {
-                        data: Vec::new(),
-                        has_more: false,
-                    })
-                }
+                _ => return Ok(Page::empty()),
             },
             None => 0,
         };
@@ -220,9 +227,7 @@ impl Store {
             }
             index = end;
         }
-        let has_more = data.len() > limit;
-        data.truncate(limit);
-        Ok(Page { data, has_more })
+        Ok(Page::of_overfetched(data, limit))
     }
 }
 

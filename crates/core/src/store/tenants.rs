@@ -240,10 +240,7 @@ impl Store {
     ) -> Result<super::Page<LedgerEntry>> {
         if after == Some("0-0") {
             // Nothing comes before the first possible id (and Redis refuses the range).
-            return Ok(super::Page {
-                data: Vec::new(),
-                has_more: false,
-            });
+            return Ok(super::Page::empty());
         }
         if let Some(batch_id) = batch_id {
             return self.batch_ledger_page(tenant_id, batch_id, limit, after).await;
@@ -257,10 +254,8 @@ impl Store {
             .connection()
             .xrevrange_count(self.keys.ledger(tenant_id), &end, "-", limit + 1)
             .await?;
-        let mut data: Vec<LedgerEntry> = chunk.ids.into_iter().map(LedgerEntry::from_stream).collect();
-        let has_more = data.len() > limit;
-        data.truncate(limit);
-        Ok(super::Page { data, has_more })
+        let data = chunk.ids.into_iter().map(LedgerEntry::from_stream).collect();
+        Ok(super::Page::of_overfetched(data, limit))
     }
 
     /// A page of one batch's ledger entries, found through the batch's index (a few entries, whatever the size of
@@ -285,10 +280,7 @@ impl Store {
             .take(limit + 1)
             .collect();
         if ids.is_empty() {
-            return Ok(super::Page {
-                data: Vec::new(),
-                has_more: false,
-            });
+            return Ok(super::Page::empty());
         }
         let key = self.keys.ledger(tenant_id);
         let mut pipe = redis::pipe();
@@ -296,14 +288,12 @@ impl Store {
             pipe.xrange(&key, *id, *id);
         }
         let replies: Vec<redis::streams::StreamRangeReply> = pipe.query_async(&mut conn).await?;
-        let mut data: Vec<LedgerEntry> = replies
+        let data = replies
             .into_iter()
             .flat_map(|reply| reply.ids)
             .map(LedgerEntry::from_stream)
             .collect();
-        let has_more = data.len() > limit;
-        data.truncate(limit);
-        Ok(super::Page { data, has_more })
+        Ok(super::Page::of_overfetched(data, limit))
     }
 }
 
