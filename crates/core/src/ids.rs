@@ -51,6 +51,19 @@ pub fn batch_created_ms(batch_id: &str) -> Option<u64> {
     u64::from_str_radix(batch_id.strip_prefix("bat_")?.get(..12)?, 16).ok()
 }
 
+/// A Redis stream entry id (`<ms>-<seq>`) as (milliseconds, sequence); `None` for anything else, including
+/// numbers past 64 bits, which Redis refuses.
+pub fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    let part = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| p.parse().ok())
+            .flatten()
+    };
+    Some((part(ms)?, part(seq)?))
+}
+
 /// Whether `id` has the shape of a batch id (guards key building against arbitrary input).
 pub fn is_batch_id(id: &str) -> bool {
     id.strip_prefix("bat_").is_some_and(is_id_suffix)
@@ -85,6 +98,24 @@ mod tests {
         let created = batch_created_ms(&id).expect("a time");
         assert!(created >= before.saturating_sub(1) && created <= crate::model::now_ms() + 1);
         assert_eq!(batch_created_ms("bat_x"), None);
+    }
+
+    #[test]
+    fn stream_ids_are_two_64_bit_numbers() {
+        assert_eq!(parse_stream_id("1700000000000-3"), Some((1_700_000_000_000, 3)));
+        assert_eq!(parse_stream_id("00-01"), Some((0, 1)));
+        for junk in [
+            "",
+            "5",
+            "5-",
+            "-5",
+            "+5-1",
+            "5-1-2",
+            "1-x",
+            "99999999999999999999999-0",
+        ] {
+            assert_eq!(parse_stream_id(junk), None, "{junk}");
+        }
     }
 
     #[test]

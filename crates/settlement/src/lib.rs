@@ -152,7 +152,7 @@ async fn handle(store: &Store, config: &Config, delivery: &Delivery) {
 
 /// When a stream entry was added (ms), from its id (`<ms>-<seq>`).
 fn delivery_ms(id: &str) -> u64 {
-    id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(0)
+    gantry_core::ids::parse_stream_id(id).map_or(0, |(ms, _)| ms)
 }
 
 /// Settles one batch. `ready_at` is when its last task became terminal (the settle message's time, in ms).

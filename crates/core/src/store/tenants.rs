@@ -269,14 +269,14 @@ impl Store {
     ) -> Result<super::Page<LedgerEntry>> {
         let mut conn = self.connection();
         let ids: Option<String> = conn.hget(self.keys.ledger_by_batch(tenant_id), batch_id).await?;
-        let after = after.and_then(stream_id_parts);
+        let after = after.and_then(ids::parse_stream_id);
         // Newest first, after the cursor, one more than the page to know whether more follow.
         let ids: Vec<&str> = ids
             .as_deref()
             .unwrap_or_default()
             .split_whitespace()
             .rev()
-            .filter(|id| after.is_none_or(|after| stream_id_parts(id).is_some_and(|id| id < after)))
+            .filter(|id| after.is_none_or(|after| ids::parse_stream_id(id).is_some_and(|id| id < after)))
             .take(limit + 1)
             .collect();
         if ids.is_empty() {
@@ -295,10 +295,4 @@ impl Store {
             .collect();
         Ok(super::Page::of_overfetched(data, limit))
     }
-}
-
-/// A stream id as (milliseconds, sequence), for ordering.
-fn stream_id_parts(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
 }

@@ -119,12 +119,5 @@ pub(crate) fn list_object<T: serde::Serialize>(
 /// `v` in canonical form if it is a Redis stream entry id (`<ms>-<seq>`, both 64-bit), as used for `Last-Event-ID`
 /// and ledger cursors; `None` for anything Redis would refuse.
 pub(crate) fn stream_id(v: &str) -> Option<String> {
-    let (ms, seq) = v.split_once('-')?;
-    let part = |p: &str| {
-        p.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| p.parse::<u64>().ok())
-            .flatten()
-    };
-    Some(format!("{}-{}", part(ms)?, part(seq)?))
+    gantry_core::ids::parse_stream_id(v).map(|(ms, seq)| format!("{ms}-{seq}"))
 }
