@@ -67,7 +67,7 @@ where
             });
         }
     }
-    drain(&mut in_flight, limits.grace).await;
+    drain(&mut in_flight, limits.grace, "work in flight").await;
 }
 
 /// Runs `step` now and then every `period` until `shutdown`. Steps never overlap; a slow step delays the next one
@@ -95,13 +95,15 @@ pub async fn pause(shutdown: &CancellationToken, pause: Duration) {
     }
 }
 
-/// Waits for the tasks of `in_flight` to finish, at most `grace`; the rest are aborted.
-async fn drain<T: 'static>(in_flight: &mut JoinSet<T>, grace: Duration) {
+/// Waits for the tasks of `in_flight` (`what` they are, for the log) to finish, at most `grace`; the rest are
+/// aborted.
+pub async fn drain<T: 'static>(in_flight: &mut JoinSet<T>, grace: Duration, what: &'static str) {
     let all = async { while in_flight.join_next().await.is_some() {} };
     if tokio::time::timeout(grace, all).await.is_err() {
         tracing::warn!(
             left = in_flight.len(),
-            "shutdown grace period over; handing back the work in flight"
+            what,
+            "shutdown grace period over; aborting the rest"
         );
         in_flight.abort_all();
     }

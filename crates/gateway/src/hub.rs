@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use gantry_core::{store::EventWatcher, Store};
+use gantry_core::{service, store::EventWatcher, Store};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -103,10 +103,7 @@ impl EventHub {
             if let Err(e) = self.step(&store, &mut watcher, &shutdown).await {
                 tracing::warn!(error = %e, "watching batch events failed; retrying");
                 watcher = None;
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+                service::pause(&shutdown, Duration::from_secs(1)).await;
             }
         }
     }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use axum::Router;
+use gantry_core::service;
 use hyper::server::conn::http1;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
@@ -59,12 +60,5 @@ pub(crate) async fn serve(
         });
         while connections.try_join_next().is_some() {}
     }
-    let all = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(grace, all).await.is_err() {
-        tracing::warn!(
-            left = connections.len(),
-            "shutdown grace period over; closing open connections"
-        );
-        connections.abort_all();
-    }
+    service::drain(&mut connections, grace, "open connections").await;
 }
