@@ -132,22 +132,6 @@ impl Store {
     /// `queued → submitting`: starts a new attempt, or says why there is nothing to do.
     pub async fn claim_submit(&self, task_id: &str, now: u64, lease_ms: u64) -> Result<Claim> {
         let batch_id = batch_of(task_id)?;
-        let reply: Vec<redis::Value> = self
-            .scripts
-            .claim_submit
-            .key(self.keys.task(&batch_id, task_id))
-            .key(self.keys.batch(&batch_id))
-            .key(self.keys.batch_events(&batch_id))
-            .arg(now)
-            .arg(lease_ms)
-            .invoke_async(&mut self.connection())
-            .await?;
-        let text = |i: usize| -> String {
-            reply
-                .get(i)
-                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
-                .unwrap_or_default()
-        };
         // The script's answer, then task fields, read through a row like an HMGET.
         const CLAIMED: [&str; 6] = [
             "answer",
@@ -157,14 +141,24 @@ impl Store {
             task::CHAIN_FIRST_FRAME,
             task::TENANT_ID,
         ];
-        let values: Vec<Option<String>> = (0..CLAIMED.len()).map(|i| Some(text(i))).collect();
-        let row = Row::of_fields(task_id, &CLAIMED, &values);
-        if text(0) != "ok" {
-            // The script answers the state that forbids the claim, or `missing`.
-            return Ok(Claim::Skip(match text(1).as_str() {
-                "missing" => None,
+        let reply: Vec<Option<String>> = self
+            .scripts
+            .claim_submit
+            .key(self.keys.task(&batch_id, task_id))
+            .key(self.keys.batch(&batch_id))
+            .key(self.keys.batch_events(&batch_id))
+            .arg(now)
+            .arg(lease_ms)
+            .invoke_async(&mut self.connection())
+            .await?;
+        let row = Row::of_fields(task_id, &CLAIMED, &reply);
+        if row.text("answer") != Some("ok") {
+            // The script answers the state that forbids the claim (in the second place), or `missing`.
+            return Ok(Claim::Skip(match row.text(task::ATTEMPTS) {
+                Some("missing") => None,
                 status => Some(
                     status
+                        .unwrap_or_default()
                         .parse()
                         .map_err(|e| StoreError::Corrupt(format!("{task_id}: {e}")))?,
                 ),
@@ -173,7 +167,7 @@ impl Store {
         let attempt = row.parse(task::ATTEMPTS)?;
         // A damaged spec is an error (the message is retried, then buried as poison); a model this version does not
         // know can never be sent, so the task fails at once.
-        let spec = serde_json::from_str(&text(3)).map_err(|e| {
+        let spec = serde_json::from_str(row.text(task::SPEC).unwrap_or_default()).map_err(|e| {
             StoreError::Corrupt(format!("{task_id}: field `{}` does not parse: {e}", task::SPEC))
         })?;
         let model = match row.parse(task::MODEL) {
