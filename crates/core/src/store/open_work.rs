@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 use super::{
     fields::{batch, task},
     row::Row,
-    Result, Store,
+    Result, Store, StreamKind,
 };
 use crate::{
     domain::{BatchStatus, TaskStatus},
@@ -92,15 +92,11 @@ impl Store {
 
     /// Sends `message` again on its stream (submit or settle) of the batch's partition.
     pub async fn resend(&self, message: &Message) -> Result<()> {
-        let (batch_id, stream) = match message {
-            Message::SubmitTask { batch_id, .. } => (batch_id, StreamOf::Submit),
-            Message::SettleBatch { batch_id, .. } => (batch_id, StreamOf::Settle),
+        let (batch_id, kind) = match message {
+            Message::SubmitTask { batch_id, .. } => (batch_id, StreamKind::Submit),
+            Message::SettleBatch { batch_id, .. } => (batch_id, StreamKind::Settle),
         };
-        let p = self.keys.partition_of(batch_id);
-        let key = match stream {
-            StreamOf::Submit => self.keys.submit_stream(p),
-            StreamOf::Settle => self.keys.settle_stream(p),
-        };
+        let key = self.stream_key(kind, self.keys.partition_of(batch_id));
         let _: String = self.connection().xadd(key, "*", &message.to_fields()).await?;
         Ok(())
     }
@@ -112,9 +108,4 @@ impl Store {
             .hgetall(self.keys.reservations(tenant_id))
             .await?)
     }
-}
-
-enum StreamOf {
-    Submit,
-    Settle,
 }

@@ -59,17 +59,22 @@ pub struct StreamStats {
 }
 
 impl Store {
+    /// The key of partition `p`'s stream of `kind`.
+    pub(super) fn stream_key(&self, kind: StreamKind, p: u32) -> String {
+        match kind {
+            StreamKind::Submit => self.keys.submit_stream(p),
+            StreamKind::Settle => self.keys.settle_stream(p),
+            StreamKind::Dead => self.keys.dead_letters(p),
+        }
+    }
+
     /// Length of every `kind` stream, and the lag and pending count of `group` on them (0 where the group does
     /// not exist yet).
     pub async fn stream_stats(&self, kind: StreamKind, group: &str) -> Result<StreamStats> {
         let mut conn = self.connection();
         let mut stats = StreamStats::default();
         for p in 0..self.keys.partitions() {
-            let stream = match kind {
-                StreamKind::Submit => self.keys.submit_stream(p),
-                StreamKind::Settle => self.keys.settle_stream(p),
-                StreamKind::Dead => self.keys.dead_letters(p),
-            };
+            let stream = self.stream_key(kind, p);
             let length: u64 = conn.xlen(&stream).await?;
             stats.length += length;
             if length == 0 && kind == StreamKind::Dead {
