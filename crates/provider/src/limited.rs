@@ -52,6 +52,18 @@ impl Limited {
         }
     }
 
+    /// Runs `call` (not started until awaited) under a permit of `kind`, and reports its outcome to the limits.
+    async fn within_limits<T>(
+        &self,
+        kind: Kind,
+        call: impl std::future::Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        let holder = self.acquire(kind).await?;
+        let result = call.await;
+        self.release(&holder, &result).await;
+        result
+    }
+
     async fn release<T>(&self, holder: &str, result: &Result<T, ProviderError>) {
         let outcome = match result {
             Ok(_) => CallOutcome::Ok,
@@ -96,26 +108,19 @@ impl Provider for Limited {
     }
 
     async fn create(&self, request: &CreateRequest) -> Result<String, ProviderError> {
-        let holder = self.acquire(Kind::Create).await?;
-        let result = self.inner.create(request).await;
-        self.release(&holder, &result).await;
-        result
+        self.within_limits(Kind::Create, self.inner.create(request)).await
     }
 
     async fn status(&self, remote_id: &str) -> Result<RemoteStatus, ProviderError> {
-        let holder = self.acquire(Kind::Status).await?;
-        let result = self.inner.status(remote_id).await;
-        self.release(&holder, &result).await;
-        result
+        self.within_limits(Kind::Status, self.inner.status(remote_id))
+            .await
     }
 
     async fn cancel(&self, remote_id: &str) -> Result<bool, ProviderError> {
         if !self.inner.can_cancel() {
             return Ok(false);
         }
-        let holder = self.acquire(Kind::Status).await?;
-        let result = self.inner.cancel(remote_id).await;
-        self.release(&holder, &result).await;
-        result
+        self.within_limits(Kind::Status, self.inner.cancel(remote_id))
+            .await
     }
 }
