@@ -7,7 +7,7 @@
 -- ARGV[6] failure code, ARGV[7] failure message, ARGV[8] task key prefix (the task id is appended),
 -- ARGV[9] the batch's task id stem (a task's index is appended), ARGV[10] batch id
 -- Returns 1 when applied, 0 when the task was already terminal or belongs to another attempt.
-local t = redis.call('HMGET', KEYS[1], TASK_STATUS, TASK_ATTEMPTS, TASK_ID, TASK_INDEX, TASK_PRICE)
+local t = redis.call('HMGET', KEYS[1], TASK_STATUS, TASK_ATTEMPTS, TASK_ID, TASK_INDEX, TASK_PRICE, TASK_PROGRESS)
 local status = t[1]
 if not status or is_terminal(status) then
   return 0
@@ -17,70 +17,90 @@ if ARGV[2] ~= '' and t[2] ~= ARGV[2] then
 end
 local now = ARGV[1]
 local new_status = ARGV[3]
-redis.call('HSET', KEYS[1], TASK_STATUS, new_status, TASK_FINISHED_AT, now, TASK_UPDATED_AT, now)
-redis.call('HDEL', KEYS[1], TASK_LEASE_UNTIL)
-redis.call('ZREM', KEYS[3], t[3])
-redis.call('ZREM', KEYS[7], t[3])
-if status == 'queued' then
-  redis.call('HINCRBY', KEYS[2], BATCH_N_QUEUED, -1)
-else
-  redis.call('HINCRBY', KEYS[2], BATCH_N_RUNNING, -1)
-end
+local progress = t[6]
+local fields = { TASK_STATUS, new_status, TASK_FINISHED_AT, now, TASK_UPDATED_AT, now }
 if new_status == 'succeeded' then
-  redis.call('HSET', KEYS[1], TASK_PROGRESS, 100, TASK_OUTPUT_URL, ARGV[4])
+  progress = 100
+  fields[#fields + 1] = TASK_PROGRESS
+  fields[#fields + 1] = progress
+  fields[#fields + 1] = TASK_OUTPUT_URL
+  fields[#fields + 1] = ARGV[4]
   if ARGV[5] ~= '' then
-    redis.call('HSET', KEYS[1], TASK_LAST_FRAME_URL, ARGV[5])
+    fields[#fields + 1] = TASK_LAST_FRAME_URL
+    fields[#fields + 1] = ARGV[5]
   end
-  redis.call('HINCRBY', KEYS[2], BATCH_N_SUCCEEDED, 1)
-  redis.call('HINCRBY', KEYS[2], BATCH_COST_SUCCEEDED, tonumber(t[5]))
-elseif new_status == 'cancelled' then
-  redis.call('HSET', KEYS[1], TASK_FAILURE_CODE, ARGV[6], TASK_FAILURE_MESSAGE, ARGV[7])
-  redis.call('HINCRBY', KEYS[2], BATCH_N_CANCELLED, 1)
 else
-  redis.call('HSET', KEYS[1], TASK_FAILURE_CODE, ARGV[6], TASK_FAILURE_MESSAGE, ARGV[7])
-  redis.call('HINCRBY', KEYS[2], BATCH_N_FAILED, 1)
+  fields[#fields + 1] = TASK_FAILURE_CODE
+  fields[#fields + 1] = ARGV[6]
+  fields[#fields + 1] = TASK_FAILURE_MESSAGE
+  fields[#fields + 1] = ARGV[7]
 end
-emit_task(KEYS[5], KEYS[1])
+redis.call('HSET', KEYS[1], unpack(fields))
+-- Only a running task is on the poll schedule, and only a queued one can wait on the retry schedule.
+if status == 'running' then
+  redis.call('ZREM', KEYS[3], t[3])
+elseif status == 'queued' then
+  redis.call('ZREM', KEYS[7], t[3])
+end
+emit_task_values(KEYS[5], t[3], t[4], new_status, progress, t[2])
+
+-- The batch is read once and written once: its counters move in Lua, then go back in one HSET.
+local b = redis.call('HMGET', KEYS[2], BATCH_MODE, BATCH_STATUS, BATCH_TRACEPARENT, BATCH_COST_SUCCEEDED,
+  counter_fields())
+local batch_status = b[2]
+if not batch_status then
+  return 1
+end
+local c = counts_from(b, 5)
+if status == 'queued' then
+  c.queued = c.queued - 1
+else
+  c.running = c.running - 1
+end
+c[new_status] = c[new_status] + 1
+local cost_succeeded = tonumber(b[4]) or 0
+if new_status == 'succeeded' then
+  cost_succeeded = cost_succeeded + tonumber(t[5])
+end
 
 local batch_id = ARGV[10]
-local b = redis.call('HMGET', KEYS[2], BATCH_MODE, BATCH_TOTAL, BATCH_STATUS, BATCH_TRACEPARENT)
 if b[1] == 'chain' then
-  local total = tonumber(b[2])
   local first = tonumber(t[4]) + 1
   if new_status == 'succeeded' then
     -- The next shot starts from this one's last frame (unless it was cancelled meanwhile).
-    if first < total and b[3] ~= 'cancelling' then
+    if first < c.total and batch_status ~= 'cancelling' then
       local next_id = ARGV[9] .. first
       local next_key = ARGV[8] .. next_id
       if redis.call('HGET', next_key, TASK_STATUS) == 'queued' then
         if ARGV[5] ~= '' then
           redis.call('HSET', next_key, TASK_CHAIN_FIRST_FRAME, ARGV[5])
         end
-        xadd_message(KEYS[4], submit_task_message(next_id, batch_id), b[4])
+        xadd_message(KEYS[4], submit_task_message(next_id, batch_id), b[3])
       end
     end
   else
     -- The chain is broken: no later shot can start.
     local why = 'an earlier shot of the chain ' .. (new_status == 'cancelled' and 'was cancelled' or 'failed')
-    for j = first, total - 1 do
+    for j = first, c.total - 1 do
       local next_key = ARGV[8] .. ARGV[9] .. j
       if redis.call('HGET', next_key, TASK_STATUS) == 'queued' then
         redis.call('HSET', next_key, TASK_STATUS, 'cancelled', TASK_FINISHED_AT, now, TASK_UPDATED_AT, now,
           TASK_FAILURE_CODE, 'cancelled', TASK_FAILURE_MESSAGE, why)
-        redis.call('HINCRBY', KEYS[2], BATCH_N_QUEUED, -1)
-        redis.call('HINCRBY', KEYS[2], BATCH_N_CANCELLED, 1)
+        c.queued = c.queued - 1
+        c.cancelled = c.cancelled + 1
         emit_task(KEYS[5], next_key)
       end
     end
   end
 end
 
-local c = counts_of(KEYS[2])
-if c.succeeded + c.failed + c.cancelled >= c.total then
-  if b[3] ~= 'cancelling' then
-    redis.call('HSET', KEYS[2], BATCH_STATUS, 'settling')
-  end
-  xadd_message(KEYS[6], settle_batch_message(batch_id), b[4])
+local finished = c.succeeded + c.failed + c.cancelled >= c.total
+if finished and batch_status ~= 'cancelling' then
+  batch_status = 'settling'
 end
-emit_batch(KEYS[5], KEYS[2])
+redis.call('HSET', KEYS[2], BATCH_STATUS, batch_status, BATCH_COST_SUCCEEDED, cost_succeeded, counter_values(c))
+if finished then
+  xadd_message(KEYS[6], settle_batch_message(batch_id), b[3])
+end
+emit_batch_counts(KEYS[5], batch_id, batch_status, c)
 return 1

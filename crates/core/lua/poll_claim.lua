@@ -1,11 +1,24 @@
--- poll_claim: takes up to N due tasks from a poll schedule. Each claimed task is pushed back by a lease, so no
--- other poller takes it while this one polls, and a poller that dies only delays the task by the lease.
+-- poll_claim: takes up to N due tasks from a poll schedule, with what the poller needs of each. Each claimed task
+-- is pushed back by a lease (one ZADD for all of them), so no other poller takes it while this one polls, and a
+-- poller that dies only delays the task by the lease.
 -- KEYS[1] poll schedule (zset: task id scored by due time in ms)
--- ARGV[1] now (ms), ARGV[2] lease (ms), ARGV[3] max tasks
--- Returns the claimed task ids.
+-- ARGV[1] now (ms), ARGV[2] lease (ms), ARGV[3] max tasks, ARGV[4] the partition's task key prefix (the task id is
+-- appended), ARGV[5..] the task fields to return
+-- Returns {task id, {fields...}} per claimed task (the fields are nil when the task hash is gone).
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
-for _, id in ipairs(due) do
-  redis.call('ZADD', KEYS[1], until_ms, id)
+if #due == 0 then
+  return {}
 end
-return due
+local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
+local leases = {}
+for _, id in ipairs(due) do
+  leases[#leases + 1] = until_ms
+  leases[#leases + 1] = id
+end
+redis.call('ZADD', KEYS[1], unpack(leases))
+local fields = { unpack(ARGV, 5) }
+local claimed = {}
+for i, id in ipairs(due) do
+  claimed[i] = { id, redis.call('HMGET', ARGV[4] .. id, unpack(fields)) }
+end
+return claimed

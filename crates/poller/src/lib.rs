@@ -43,10 +43,10 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         concurrency: config.poller.concurrency,
         grace: Duration::from_millis(config.shutdown.grace_ms),
     };
-    service::run(&mut due, limits, &shutdown, move |task_id: String| {
+    service::run(&mut due, limits, &shutdown, move |(task_id, row): DuePoll| {
         let poller = poller.clone();
         async move {
-            if let Err(e) = poller.poll(&task_id).await {
+            if let Err(e) = poller.poll(&task_id, row).await {
                 // The claim lease expires and the task is polled again.
                 tracing::error!(task.id = %task_id, error = %e, "poll failed");
             }
@@ -58,6 +58,9 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     Ok(())
 }
 
+/// A claimed poll: the task id and the task's row as the claim read it.
+type DuePoll = (String, gantry_core::store::Result<Option<TaskRow>>);
+
 /// Due polls, claimed from the poll schedules of every partition (a claim leases the task); when nothing is due,
 /// waits until the next due time, at most `poller.idle_wait_ms`.
 struct DuePolls {
@@ -67,9 +70,9 @@ struct DuePolls {
 }
 
 impl Source for DuePolls {
-    type Item = String;
+    type Item = DuePoll;
 
-    async fn next(&mut self, max: usize, shutdown: &CancellationToken) -> Option<Vec<String>> {
+    async fn next(&mut self, max: usize, shutdown: &CancellationToken) -> Option<Vec<DuePoll>> {
         if shutdown.is_cancelled() {
             return None;
         }
@@ -109,7 +112,7 @@ struct Poller {
 }
 
 impl Poller {
-    async fn claim(&self, offset: u32, max: usize) -> anyhow::Result<Vec<String>> {
+    async fn claim(&self, offset: u32, max: usize) -> anyhow::Result<Vec<DuePoll>> {
         let partitions = self.store.keys().partitions();
         let now = now_ms();
         let mut claimed = Vec::new();
@@ -134,8 +137,12 @@ impl Poller {
         Duration::from_millis(until_due.clamp(1, longest))
     }
 
-    async fn poll(&self, task_id: &str) -> anyhow::Result<()> {
-        let target = match self.store.task_row(task_id).await? {
+    async fn poll(
+        &self,
+        task_id: &str,
+        row: gantry_core::store::Result<Option<TaskRow>>,
+    ) -> anyhow::Result<()> {
+        let target = match row? {
             Some(target) if target.status == TaskStatus::Running => target,
             // Gone, finished meanwhile (or not started): nothing to ask the provider.
             _ => {

@@ -2,26 +2,39 @@
 
 use redis::AsyncCommands;
 
-use super::{tasks::batch_of, Result, Store};
+use super::{
+    tasks::{batch_of, TaskRow},
+    Result, Store,
+};
 
 impl Store {
-    /// Claims up to `max` due polls of a partition, each leased for `lease_ms`.
+    /// Claims up to `max` due polls of a partition, each leased for `lease_ms`, with each task's row (`None` when
+    /// the task is gone; an error when its hash is damaged), in one script call.
     pub async fn claim_polls(
         &self,
         partition: u32,
         now: u64,
         lease_ms: u64,
         max: usize,
-    ) -> Result<Vec<String>> {
-        Ok(self
+    ) -> Result<Vec<(String, Result<Option<TaskRow>>)>> {
+        let claimed: Vec<(String, Vec<Option<String>>)> = self
             .scripts
             .poll_claim
             .key(self.keys.polls(partition))
             .arg(now)
             .arg(lease_ms)
             .arg(max)
+            .arg(self.keys.partition_task_prefix(partition))
+            .arg(&TaskRow::FIELDS)
             .invoke_async(&mut self.connection())
-            .await?)
+            .await?;
+        Ok(claimed
+            .into_iter()
+            .map(|(id, values)| {
+                let row = TaskRow::from_values(&id, &values);
+                (id, row)
+            })
+            .collect())
     }
 
     /// The earliest due time (ms) over all partitions, if anything is scheduled.

@@ -172,20 +172,46 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
     let p = store.keys().partition_of(&batch);
 
     assert!(
-        store.claim_polls(p, 99, 50, 10).await.unwrap().is_empty(),
+        store
+            .claim_polls(p, 99, 50, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>()
+            .is_empty(),
         "not due yet"
     );
     assert_eq!(store.next_poll_due().await.unwrap(), Some(100));
     assert_eq!(
-        store.claim_polls(p, 100, 50, 10).await.unwrap(),
+        store
+            .claim_polls(p, 100, 50, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>(),
         std::slice::from_ref(&task)
     );
     assert!(
-        store.claim_polls(p, 120, 50, 10).await.unwrap().is_empty(),
+        store
+            .claim_polls(p, 120, 50, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>()
+            .is_empty(),
         "leased to the first poller"
     );
     assert_eq!(
-        store.claim_polls(p, 150, 50, 10).await.unwrap(),
+        store
+            .claim_polls(p, 150, 50, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>(),
         std::slice::from_ref(&task),
         "the lease ran out"
     );
