@@ -27,7 +27,7 @@
 //! | `<prefix>:apikeys` | hash | sha256(api key) → tenant id |
 //! | `<prefix>:tenants` | set | all tenant ids |
 //! | `<prefix>:{l:<provider>}:tat` | string | the provider's shared rate limit (GCRA arrival time, ms) |
-//! | `<prefix>:{l:<provider>}:inflight` | zset | permits of requests in flight, scored by lease expiry |
+//! | `<prefix>:{l:<provider>}:held` | hash | in-flight slots held, per process pool: `slots:lease expiry ms` |
 //! | `<prefix>:{l:<provider>}:factor` | string | AIMD factor on the rate after 429s (missing = 1) |
 
 /// Builds keys for one deployment (prefix) and partition count.
@@ -95,12 +95,12 @@ impl Keys {
         format!("{}:retries", self.slot(partition))
     }
 
-    /// The three keys of one provider's shared limits: (rate, in-flight permits, AIMD factor).
+    /// The three keys of one provider's shared limits: (rate, in-flight slots held, AIMD factor).
     pub fn limiter(&self, provider: &str) -> (String, String, String) {
         let slot = format!("{}:{{l:{provider}}}", self.prefix);
         (
             format!("{slot}:tat"),
-            format!("{slot}:inflight"),
+            format!("{slot}:held"),
             format!("{slot}:factor"),
         )
     }

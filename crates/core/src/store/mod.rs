@@ -37,7 +37,7 @@ pub use self::{
     dead_letters::DeadLetter,
     events::{BatchEvent, EventWatcher},
     idempotency::{fingerprint, IdempotencyBegin, IdempotencyLease, IdempotentRequest, StoredAnswer},
-    limiter::{CallOutcome, RateDecision},
+    limiter::{PermitGrant, PermitRequest, RateDecision},
     open_work::{OpenBatch, TaskLease},
     stats::{BatchFigures, ScheduleKind, StreamKind, StreamStats, TaskFigures},
     tasks::{CancelBatch, Claim, Outcome, SettlementInput, TaskRow},
