@@ -2,6 +2,7 @@
 //! and pricing, stream message formats, the Redis store with its Lua scripts, recovery of stranded work, and the
 //! consumer-service runner the workers share (`service`).
 
+pub mod acks;
 pub mod callback;
 pub mod config;
 pub mod consumer;

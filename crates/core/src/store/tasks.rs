@@ -460,3 +460,11 @@ impl Store {
         Ok(applied == 1)
     }
 }
+
+impl Store {
+    /// Acknowledges messages of one stream whose effects are durable, in one `XACK`.
+    pub async fn ack_all(&self, stream: &str, group: &str, ids: &[String]) -> Result<()> {
+        let _: i64 = self.connection().xack(stream, group, ids).await?;
+        Ok(())
+    }
+}
