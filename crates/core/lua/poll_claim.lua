@@ -4,10 +4,17 @@
 -- KEYS[1] poll schedule (zset: task id scored by due time in ms)
 -- ARGV[1] now (ms), ARGV[2] lease (ms), ARGV[3] max tasks, ARGV[4] the partition's task key prefix (the task id is
 -- appended), ARGV[5..] the task fields to return
--- Returns {task id, {fields...}} per claimed task (the fields are nil when the task hash is gone).
+-- Returns {claimed, next due}: claimed holds {task id, {fields...}} per claimed task (the fields are nil when the
+-- task hash is gone); next due is the earliest score left in the schedule after the claim (ms, '' when empty), so
+-- a poller knows when to come back.
+local function next_due()
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return first[2] or ''
+end
+
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 if #due == 0 then
-  return {}
+  return { {}, next_due() }
 end
 local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
 local leases = {}
@@ -21,4 +28,4 @@ local claimed = {}
 for i, id in ipairs(due) do
   claimed[i] = { id, redis.call('HMGET', ARGV[4] .. id, unpack(fields)) }
 end
-return claimed
+return { claimed, next_due() }

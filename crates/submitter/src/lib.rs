@@ -62,6 +62,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         pump_max: config.submitter.read_count,
         max_deliveries: config.streams.max_deliveries,
         lease_ms: config.submitter.lease_ms,
+        last_pump: None,
     };
     let limits = Limits {
         concurrency: config.submitter.concurrency,
@@ -88,7 +89,11 @@ struct SubmitSource {
     pump_max: usize,
     max_deliveries: u32,
     lease_ms: u64,
+    last_pump: Option<std::time::Instant>,
 }
+
+/// How often the submitter moves due retries back to the submit streams, at most.
+const PUMP_EVERY: Duration = Duration::from_millis(50);
 
 /// A delivery, with its task's claim when the read claimed it (`None`: the handler claims it, or buries it).
 type Submit = (Delivery, Option<Result<Claim, StoreError>>);
@@ -97,8 +102,12 @@ impl Source for SubmitSource {
     type Item = Submit;
 
     async fn next(&mut self, max: usize, shutdown: &CancellationToken) -> Option<Vec<Submit>> {
-        if let Err(e) = self.store.pump_retries(now_ms(), self.pump_max).await {
-            tracing::warn!(error = %e, "moving due retries failed");
+        // Retries wait seconds; a pass over every partition's retry schedule now and then is enough.
+        if self.last_pump.is_none_or(|at| at.elapsed() >= PUMP_EVERY) {
+            self.last_pump = Some(std::time::Instant::now());
+            if let Err(e) = self.store.pump_retries(now_ms(), self.pump_max).await {
+                tracing::warn!(error = %e, "moving due retries failed");
+            }
         }
         let deliveries = Source::next(&mut self.consumer, max, shutdown).await?;
         Some(self.claim(deliveries).await)

@@ -9,15 +9,16 @@ use super::{
 
 impl Store {
     /// Claims up to `max` due polls of a partition, each leased for `lease_ms`, with each task's row (`None` when
-    /// the task is gone; an error when its hash is damaged), in one script call.
+    /// the task is gone; an error when its hash is damaged), in one script call. Also answers the earliest due
+    /// time left in the partition's schedule (`None` when it is empty), so that a poller knows when to come back.
     pub async fn claim_polls(
         &self,
         partition: u32,
         now: u64,
         lease_ms: u64,
         max: usize,
-    ) -> Result<Vec<(String, Result<Option<TaskRow>>)>> {
-        let claimed: Vec<(String, Vec<Option<String>>)> = self
+    ) -> Result<(Vec<(String, Result<Option<TaskRow>>)>, Option<u64>)> {
+        let (claimed, next_due): (Vec<(String, Vec<Option<String>>)>, String) = self
             .scripts
             .poll_claim
             .key(self.keys.polls(partition))
@@ -28,23 +29,15 @@ impl Store {
             .arg(&TaskRow::FIELDS)
             .invoke_async(&mut self.connection())
             .await?;
-        Ok(claimed
+        let rows = claimed
             .into_iter()
             .map(|(id, values)| {
                 let row = TaskRow::from_values(&id, &values);
                 (id, row)
             })
-            .collect())
-    }
-
-    /// The earliest due time (ms) over all partitions, if anything is scheduled.
-    pub async fn next_poll_due(&self) -> Result<Option<u64>> {
-        let mut pipe = redis::pipe();
-        for p in 0..self.keys.partitions() {
-            pipe.zrange_withscores(self.keys.polls(p), 0, 0);
-        }
-        let firsts: Vec<Vec<(String, f64)>> = pipe.query_async(&mut self.connection()).await?;
-        Ok(firsts.iter().flatten().map(|(_, score)| *score as u64).min())
+            .collect();
+        // Scores are whole ms, though Redis may write them as floats.
+        Ok((rows, next_due.parse::<f64>().ok().map(|due| due as u64)))
     }
 
     /// Records progress of a running task and schedules its next poll; false when it left the schedule.

@@ -170,49 +170,40 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
         .await
         .unwrap();
     let p = store.keys().partition_of(&batch);
+    // A claim answers the ids it leased, each task's row, and the earliest due time left in the schedule.
+    let claim = |now: u64| {
+        let store = store.clone();
+        async move {
+            let (claimed, next_due) = store.claim_polls(p, now, 50, 10).await.unwrap();
+            let ids: Vec<String> = claimed
+                .into_iter()
+                .map(|(id, row)| {
+                    let row = row.unwrap().unwrap();
+                    assert_eq!(
+                        (row.status, row.remote_id.as_str()),
+                        (gantry_core::domain::TaskStatus::Running, "r-1")
+                    );
+                    id
+                })
+                .collect();
+            (ids, next_due)
+        }
+    };
 
-    assert!(
-        store
-            .claim_polls(p, 99, 50, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect::<Vec<_>>()
-            .is_empty(),
-        "not due yet"
-    );
-    assert_eq!(store.next_poll_due().await.unwrap(), Some(100));
+    assert_eq!(claim(99).await, (vec![], Some(100)), "not due yet");
     assert_eq!(
-        store
-            .claim_polls(p, 100, 50, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect::<Vec<_>>(),
-        std::slice::from_ref(&task)
+        claim(100).await,
+        (vec![task.clone()], Some(150)),
+        "leased until 150"
     );
-    assert!(
-        store
-            .claim_polls(p, 120, 50, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect::<Vec<_>>()
-            .is_empty(),
+    assert_eq!(
+        claim(120).await,
+        (vec![], Some(150)),
         "leased to the first poller"
     );
     assert_eq!(
-        store
-            .claim_polls(p, 150, 50, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect::<Vec<_>>(),
-        std::slice::from_ref(&task),
+        claim(150).await,
+        (vec![task.clone()], Some(200)),
         "the lease ran out"
     );
     assert!(store
@@ -220,7 +211,7 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
         .await
         .unwrap());
     assert_eq!(store.task(&task).await.unwrap().unwrap().progress, 40);
-    assert_eq!(store.next_poll_due().await.unwrap(), Some(400));
+    assert_eq!(claim(399).await, (vec![], Some(400)));
     store
         .finish_task(
             &task,
@@ -234,8 +225,8 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
         .await
         .unwrap();
     assert_eq!(
-        store.next_poll_due().await.unwrap(),
-        None,
+        claim(500).await,
+        (vec![], None),
         "a terminal task leaves the schedule"
     );
     assert!(!store
