@@ -40,7 +40,7 @@ pub use self::{
     limiter::{PermitGrant, PermitRequest, RateDecision},
     open_work::{OpenBatch, TaskLease},
     stats::{BatchFigures, ScheduleKind, StreamKind, StreamStats, TaskFigures},
-    tasks::{CancelBatch, Claim, Outcome, SettlementInput, TaskRow},
+    tasks::{CancelBatch, Claim, Finish, Outcome, SettlementInput, Started, TaskRow},
     tenants::{Credits, Grant, LedgerEntry, Reservation, Settlement, MAX_GRANT},
 };
 use crate::keys::Keys;

@@ -209,6 +209,37 @@ pub enum CancelBatch {
     Missing,
 }
 
+/// A task the provider accepted, to record with [`Store::mark_running_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub task_id: String,
+    pub attempt: u32,
+    pub provider: ProviderName,
+    pub remote_id: String,
+    /// When to poll it first (ms).
+    pub first_poll_at: u64,
+}
+
+/// A task to finish with [`Store::finish_tasks`]; `attempt: None` accepts any attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    pub task_id: String,
+    pub attempt: Option<u32>,
+    pub outcome: Outcome,
+    pub now: u64,
+}
+
+/// A multi-task script's 1/0 answers, one per task.
+fn answers(expected: usize, applied: Vec<i64>) -> Result<Vec<bool>> {
+    if applied.len() != expected {
+        return Err(StoreError::Corrupt(format!(
+            "{expected} tasks sent, {} answers",
+            applied.len()
+        )));
+    }
+    Ok(applied.into_iter().map(|a| a == 1).collect())
+}
+
 pub(super) fn batch_of(task_id: &str) -> Result<String> {
     ids::parse_task_id(task_id)
         .map(|(batch, _)| batch)
@@ -271,21 +302,33 @@ impl Store {
         first_poll_at: u64,
     ) -> Result<bool> {
         let (provider, remote_id) = remote;
-        let batch_id = batch_of(task_id)?;
-        let applied: i64 = self
-            .scripts
-            .mark_running
-            .key(self.keys.task(&batch_id, task_id))
-            .key(self.keys.polls(self.keys.partition_of(&batch_id)))
-            .key(self.keys.batch_events(&batch_id))
-            .arg(now)
-            .arg(attempt)
-            .arg(remote_id)
-            .arg(first_poll_at)
-            .arg(provider.as_str())
-            .invoke_async(&mut self.connection())
-            .await?;
-        Ok(applied == 1)
+        let started = Started {
+            task_id: task_id.to_owned(),
+            attempt,
+            provider,
+            remote_id: remote_id.to_owned(),
+            first_poll_at,
+        };
+        let partition = self.keys.partition_of(&batch_of(task_id)?);
+        Ok(self.mark_running_all(partition, &[started], now).await?[0])
+    }
+
+    /// [`Store::mark_running`] for several tasks of one partition, in one script call; one answer per task.
+    pub async fn mark_running_all(&self, partition: u32, started: &[Started], now: u64) -> Result<Vec<bool>> {
+        let mut script = self.scripts.mark_running.prepare_invoke();
+        script.key(self.keys.polls(partition)).arg(now);
+        for task in started {
+            let batch_id = batch_of(&task.task_id)?;
+            script
+                .key(self.keys.task(&batch_id, &task.task_id))
+                .key(self.keys.batch_events(&batch_id))
+                .arg(task.attempt)
+                .arg(&task.remote_id)
+                .arg(task.first_poll_at)
+                .arg(task.provider.as_str());
+        }
+        let applied: Vec<i64> = script.invoke_async(&mut self.connection()).await?;
+        answers(started.len(), applied)
     }
 
     /// Moves a task to a terminal state, with everything that follows in its batch. `attempt: None` accepts
@@ -297,45 +340,58 @@ impl Store {
         outcome: &Outcome,
         now: u64,
     ) -> Result<bool> {
-        let batch_id = batch_of(task_id)?;
-        let partition = self.keys.partition_of(&batch_id);
-        let status = outcome.status().as_str();
-        let (url, frame, code, message) = match outcome {
-            Outcome::Succeeded {
-                video_url,
-                last_frame_url,
-            } => (
-                video_url.as_str(),
-                last_frame_url.as_deref().unwrap_or(""),
-                "",
-                "",
-            ),
-            Outcome::Failed { code, message } => ("", "", code.as_str(), message.as_str()),
-            Outcome::Cancelled { message } => ("", "", FailureCode::Cancelled.as_str(), message.as_str()),
+        let finish = Finish {
+            task_id: task_id.to_owned(),
+            attempt,
+            outcome: outcome.clone(),
+            now,
         };
-        let applied: i64 = self
-            .scripts
-            .finish_task
-            .key(self.keys.task(&batch_id, task_id))
-            .key(self.keys.batch(&batch_id))
+        let partition = self.keys.partition_of(&batch_of(task_id)?);
+        Ok(self.finish_tasks(partition, &[finish]).await?[0])
+    }
+
+    /// [`Store::finish_task`] for several tasks of one partition, in one script call (each finished in turn, as
+    /// if alone); one answer per task.
+    pub async fn finish_tasks(&self, partition: u32, finishes: &[Finish]) -> Result<Vec<bool>> {
+        let mut script = self.scripts.finish_task.prepare_invoke();
+        script
             .key(self.keys.polls(partition))
             .key(self.keys.submit_stream(partition))
-            .key(self.keys.batch_events(&batch_id))
             .key(self.keys.settle_stream(partition))
             .key(self.keys.retries(partition))
-            .arg(now)
-            .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
-            .arg(status)
-            .arg(url)
-            .arg(frame)
-            .arg(code)
-            .arg(message)
-            .arg(self.keys.task_prefix(&batch_id))
-            .arg(ids::task_id_stem(&batch_id))
-            .arg(&batch_id)
-            .invoke_async(&mut self.connection())
-            .await?;
-        Ok(applied == 1)
+            .arg(self.keys.partition_task_prefix(partition));
+        for finish in finishes {
+            let batch_id = batch_of(&finish.task_id)?;
+            let status = finish.outcome.status().as_str();
+            let (url, frame, code, message) = match &finish.outcome {
+                Outcome::Succeeded {
+                    video_url,
+                    last_frame_url,
+                } => (
+                    video_url.as_str(),
+                    last_frame_url.as_deref().unwrap_or(""),
+                    "",
+                    "",
+                ),
+                Outcome::Failed { code, message } => ("", "", code.as_str(), message.as_str()),
+                Outcome::Cancelled { message } => ("", "", FailureCode::Cancelled.as_str(), message.as_str()),
+            };
+            script
+                .key(self.keys.task(&batch_id, &finish.task_id))
+                .key(self.keys.batch(&batch_id))
+                .key(self.keys.batch_events(&batch_id))
+                .arg(finish.now)
+                .arg(finish.attempt.map(|a| a.to_string()).unwrap_or_default())
+                .arg(status)
+                .arg(url)
+                .arg(frame)
+                .arg(code)
+                .arg(message)
+                .arg(&batch_id)
+                .arg(ids::task_id_stem(&batch_id));
+        }
+        let applied: Vec<i64> = script.invoke_async(&mut self.connection()).await?;
+        answers(finishes.len(), applied)
     }
 
     /// Marks a batch `cancelling`, or says why it cannot be.
