@@ -4,6 +4,7 @@
 
 pub mod acks;
 pub mod callback;
+pub mod coalesce;
 pub mod config;
 pub mod consumer;
 pub mod domain;

@@ -5,11 +5,12 @@
 use std::{sync::Arc, time::Duration};
 
 use gantry_core::{
+    coalesce::Coalescer,
     domain::{FailureCode, TaskStatus},
     model::now_ms,
     schedule::next_poll_delay,
     service::{self, Limits, Source},
-    store::{Outcome, ScheduleKind, TaskRow},
+    store::{Finish, Outcome, ScheduleKind, TaskRow},
     Config, Store,
 };
 use gantry_provider::{
@@ -27,10 +28,18 @@ use tracing::Instrument;
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::connect_when_ready(config, &shutdown).await?;
     let providers = Providers::from_config(config, &store)?;
+    let finishes = {
+        let store = store.clone();
+        Coalescer::spawn(move |partition, finishes: Vec<Finish>| {
+            let store = store.clone();
+            async move { store.finish_tasks(partition, &finishes).await }
+        })
+    };
     let poller = Arc::new(Poller {
         store,
         providers,
         config: config.clone(),
+        finishes,
     });
     tracing::info!("poller started");
     record_in_flight_limits(&Providers::in_flight_limits(config));
@@ -148,6 +157,8 @@ struct Poller {
     store: Store,
     providers: Providers,
     config: Config,
+    /// Finishes tasks, many per script call under load.
+    finishes: Coalescer<Finish>,
 }
 
 impl Poller {
@@ -254,10 +265,14 @@ impl Poller {
     }
 
     async fn finish(&self, task_id: &str, target: &TaskRow, outcome: Outcome) -> anyhow::Result<()> {
-        let applied = self
-            .store
-            .finish_task(task_id, Some(target.attempt), &outcome, now_ms())
-            .await?;
+        let finish = Finish {
+            task_id: task_id.to_owned(),
+            attempt: Some(target.attempt),
+            outcome: outcome.clone(),
+            now: now_ms(),
+        };
+        let partition = self.store.partition_of_task(task_id)?;
+        let applied = self.finishes.call(partition, finish).await?;
         tracing::info!(applied, outcome = ?outcome, "task finished");
         Ok(())
     }

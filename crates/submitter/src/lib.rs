@@ -7,12 +7,13 @@ use anyhow::Context;
 use gantry_core::{
     acks::Acker,
     callback,
+    coalesce::Coalescer,
     consumer::{self, Consumer, ConsumerOptions, Delivery},
     domain::{FailureCode, TaskStatus},
     messages::Message,
     model::now_ms,
     service::{self, Limits, Source},
-    store::{Claim, Outcome, ScheduleKind, StreamKind},
+    store::{Claim, Outcome, ScheduleKind, Started, StreamKind},
     Config, Store, StoreError,
 };
 use gantry_provider::{
@@ -50,11 +51,19 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     record_in_flight_limits(&Providers::in_flight_limits(config));
     let sampler = tokio::spawn(sample(store.clone(), config.clone(), shutdown.clone()));
     let (acker, acks_sent) = Acker::spawn(store.clone(), GROUP);
+    let started = {
+        let store = store.clone();
+        Coalescer::spawn(move |partition, tasks: Vec<Started>| {
+            let store = store.clone();
+            async move { store.mark_running_all(partition, &tasks, now_ms()).await }
+        })
+    };
     let worker = Arc::new(Worker {
         store: store.clone(),
         providers,
         config: config.clone(),
         acker,
+        started,
     });
     let mut source = SubmitSource {
         consumer,
@@ -167,6 +176,8 @@ struct Worker {
     providers: Providers,
     config: Config,
     acker: Acker,
+    /// Records remote ids, many tasks per script call under load.
+    started: Coalescer<Started>,
 }
 
 impl Worker {
@@ -357,12 +368,17 @@ impl Worker {
         first_poll: u64,
     ) -> anyhow::Result<bool> {
         let give_up_at = now + self.config.submitter.lease_ms;
+        let (provider, remote_id) = remote;
+        let started = Started {
+            task_id: task_id.to_owned(),
+            attempt,
+            provider,
+            remote_id: remote_id.to_owned(),
+            first_poll_at: first_poll,
+        };
+        let partition = self.store.partition_of_task(task_id)?;
         loop {
-            match self
-                .store
-                .mark_running(task_id, attempt, remote, now, first_poll)
-                .await
-            {
+            match self.started.call(partition, started.clone()).await {
                 Ok(applied) => return Ok(applied),
                 Err(e @ StoreError::Redis(_)) if now_ms() < give_up_at => {
                     tracing::warn!(error = %e, "recording the remote task failed; retrying");

@@ -518,6 +518,11 @@ impl Store {
 }
 
 impl Store {
+    /// The partition of a task's batch.
+    pub fn partition_of_task(&self, task_id: &str) -> Result<u32> {
+        Ok(self.keys.partition_of(&batch_of(task_id)?))
+    }
+
     /// Acknowledges messages of one stream whose effects are durable, in one `XACK`.
     pub async fn ack_all(&self, stream: &str, group: &str, ids: &[String]) -> Result<()> {
         let _: i64 = self.connection().xack(stream, group, ids).await?;
