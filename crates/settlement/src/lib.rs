@@ -10,7 +10,7 @@ use gantry_core::{
     domain::TaskStatus,
     messages::Message,
     model::now_ms,
-    recovery,
+    recovery, retention,
     service::{self, Limits},
     store::{BatchFigures, Settlement, SettlementInput, StreamKind},
     Config, Store,
@@ -67,25 +67,35 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     Ok(())
 }
 
-/// Every `sweeper.interval_ms`, finishes what a crash could have stranded (see `gantry_core::recovery`); what
-/// the sweep counted on the way feeds the task-state, open-batch and reserved-credit gauges.
+/// Every `sweeper.interval_ms`, finishes what a crash could have stranded (see `gantry_core::recovery`), then
+/// removes what retention no longer keeps (see `gantry_core::retention`). What the sweep counted on the way feeds
+/// the open-batch and reserved-credit gauges.
 async fn sweep(store: Store, config: Config, shutdown: CancellationToken) {
     let period = Duration::from_millis(config.sweeper.interval_ms);
+    let options = recovery::SweepOptions::from_config(&config);
+    let completed_ms = retention::completed_ms(&config);
     service::every(period, &shutdown, || async {
-        match recovery::sweep(&store, now_ms(), config.sweeper.reservation_grace_ms).await {
+        match recovery::sweep(&store, now_ms(), &options).await {
             Ok(report) => {
                 if report.repaired() {
                     tracing::warn!(?report, "recovery finished stranded work");
                 }
                 let m = metrics();
-                for (state, count) in report.tasks_by_state() {
-                    m.tasks
-                        .record(count, &[KeyValue::new("gantry.task.state", state.as_str())]);
-                }
-                m.batches_open.record(report.open_batches as u64, &[]);
+                m.batches_open.record(report.open_batches, &[]);
                 m.credits_reserved.record(report.credits_reserved, &[]);
             }
             Err(e) => tracing::warn!(error = %e, "recovery sweep failed; trying again later"),
+        }
+        match retention::run(&store, now_ms(), completed_ms).await {
+            Ok(report) if report != retention::RetentionReport::default() => {
+                tracing::info!(
+                    batches = report.batches_expired,
+                    stream_entries = report.stream_entries_trimmed,
+                    "retention removed settled batches and consumed stream entries"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention step failed; trying again later"),
         }
     })
     .await;
