@@ -23,7 +23,8 @@
 //! | `<prefix>:{t:<id>}:ledger_by_batch` | hash | batch id → the ids of its ledger entries, space-separated, oldest first |
 //! | `<prefix>:{t:<id>}:reservations` | hash | batch id → credits frozen for it, until settled |
 //! | `<prefix>:{t:<id>}:settlements` | hash | batch id → `charged:refunded`, once settled |
-//! | `<prefix>:{t:<id>}:batches` | zset | the tenant's batch ids by creation time |
+//! | `<prefix>:{t:<id>}:batches` | zset | the tenant's batch ids by reservation time (ms) |
+//! | `<prefix>:{t:<id>}:reservations_checked` | string | the sweeper has looked for orphan reservations up to this reservation time (ms) |
 //! | `<prefix>:{t:<id>}:idem:<sha256>` | hash | one `Idempotency-Key` of the tenant on one endpoint: fingerprint, lease, stored answer (see `store/idempotency.rs`) |
 //! | `<prefix>:apikeys` | hash | sha256(api key) → tenant id |
 //! | `<prefix>:tenants` | set | all tenant ids |
@@ -172,6 +173,11 @@ impl Keys {
 
     pub fn tenant_batches(&self, tenant_id: &str) -> String {
         format!("{}:batches", self.tenant_slot(tenant_id))
+    }
+
+    /// How far (reservation time, ms) the sweeper has looked for reservations whose batch was never written.
+    pub fn reservations_checked(&self, tenant_id: &str) -> String {
+        format!("{}:reservations_checked", self.tenant_slot(tenant_id))
     }
 
     /// The record of an `Idempotency-Key` sent by a tenant to one endpoint (`endpoint` = method and path, so the

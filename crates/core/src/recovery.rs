@@ -26,6 +26,10 @@ use crate::{
     Config, Store,
 };
 
+/// Reservations that passed the grace period looked at per tenant and sweep (a backlog, e.g. on the first sweep
+/// after an upgrade, is worked off over several sweeps).
+const RESERVATIONS_PER_SWEEP: usize = 1_000;
+
 /// How much one sweep may do, and when it looks again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SweepOptions {
@@ -73,7 +77,8 @@ impl SweepReport {
     }
 }
 
-/// One sweep over the due batches of every partition, and over every tenant's reservations.
+/// One sweep over the due batches of every partition, and over every tenant's reservations that passed the grace
+/// period since the last sweep.
 pub async fn sweep(store: &Store, now: u64, options: &SweepOptions) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     let next_check = now.saturating_add(options.recheck_ms);
@@ -165,9 +170,11 @@ async fn resend_settle(store: &Store, batch: &OpenBatch, report: &mut SweepRepor
     Ok(())
 }
 
-/// Releases the tenant's reservations whose batch was never written. One HGETALL of the reservations (a field per
-/// unsettled batch) and one HGET of the tenant's frozen credits; the batch is looked up (EXISTS) only for
-/// reservations older than the grace period.
+/// Releases the tenant's reservations whose batch was never written, once older than the grace period. Each
+/// reservation is looked at once, when it passes the grace period: the tenant's batch index is scored by
+/// reservation time, and how far the sweep has looked is kept per tenant in Redis. Per tenant and sweep: an HMGET of
+/// its credits, a GET and a ZRANGEBYSCORE, and a HEXISTS and EXISTS per reservation that passed the grace period
+/// since the last sweep.
 async fn sweep_reservations(
     store: &Store,
     tenant: &str,
@@ -175,17 +182,25 @@ async fn sweep_reservations(
     grace_ms: u64,
     report: &mut SweepReport,
 ) -> Result<()> {
-    report.credits_reserved += u64::try_from(store.credits(tenant).await?.frozen).unwrap_or(0);
-    let reservations = store.reservations(tenant).await?;
-    for batch_id in reservations.keys() {
-        let old_enough = ids::batch_created_ms(batch_id).is_some_and(|created| created + grace_ms < now);
-        if !old_enough || store.batch_exists(batch_id).await? {
-            continue;
-        }
-        if let Settlement::Settled { refunded, .. } = store.settle(tenant, batch_id, 0).await? {
+    let until = now.saturating_sub(grace_ms);
+    let (checked, passed) = store
+        .reserved_between(tenant, until, RESERVATIONS_PER_SWEEP)
+        .await?;
+    let ids: Vec<String> = passed.iter().map(|(id, _)| id.clone()).collect();
+    for batch_id in store.orphan_reservations(tenant, &ids).await? {
+        if let Settlement::Settled { refunded, .. } = store.settle(tenant, &batch_id, 0).await? {
             tracing::warn!(tenant.id = %tenant, batch.id = %batch_id, refunded, "released a reservation whose batch was never written");
             report.reservations_released += 1;
         }
     }
+    // A full page may stop inside one millisecond: look again from just before its last one.
+    let reached = match passed.last() {
+        Some((_, at)) if passed.len() == RESERVATIONS_PER_SWEEP => at.saturating_sub(1),
+        _ => until,
+    };
+    if reached > checked {
+        store.set_reservations_checked(tenant, reached).await?;
+    }
+    report.credits_reserved += u64::try_from(store.credits(tenant).await?.frozen).unwrap_or(0);
     Ok(())
 }

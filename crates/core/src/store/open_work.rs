@@ -107,11 +107,6 @@ impl Store {
         Ok(counts.iter().sum())
     }
 
-    /// Whether a batch hash exists.
-    pub async fn batch_exists(&self, batch_id: &str) -> Result<bool> {
-        Ok(self.connection().exists(self.keys.batch(batch_id)).await?)
-    }
-
     /// The state of every task of `batch`, by index (`None` where a task hash is missing).
     pub async fn task_leases(&self, batch: &OpenBatch) -> Result<Vec<Option<TaskLease>>> {
         const FIELDS: [&str; 2] = [task::STATUS, task::LEASE_UNTIL];
@@ -154,6 +149,63 @@ impl Store {
             .connection()
             .hgetall(self.keys.reservations(tenant_id))
             .await?)
+    }
+
+    /// The tenant's batch ids reserved after the last look for orphans ended (see
+    /// [`Store::set_reservations_checked`]; from the start before the first look) and at or before `until` (ms),
+    /// oldest first, at most `max`, with their reservation times; and where the last look ended.
+    pub async fn reserved_between(
+        &self,
+        tenant_id: &str,
+        until: u64,
+        max: usize,
+    ) -> Result<(u64, Vec<(String, u64)>)> {
+        let mut conn = self.connection();
+        let after: Option<u64> = conn.get(self.keys.reservations_checked(tenant_id)).await?;
+        let after = after.unwrap_or(0);
+        if after >= until {
+            return Ok((after, Vec::new()));
+        }
+        let ids: Vec<(String, u64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.tenant_batches(tenant_id))
+            .arg(format!("({after}"))
+            .arg(until)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(max)
+            .query_async(&mut conn)
+            .await?;
+        Ok((after, ids))
+    }
+
+    /// Records that the tenant's reservations made up to `at` (ms) have been looked at.
+    pub async fn set_reservations_checked(&self, tenant_id: &str, at: u64) -> Result<()> {
+        let _: () = self
+            .connection()
+            .set(self.keys.reservations_checked(tenant_id), at)
+            .await?;
+        Ok(())
+    }
+
+    /// Those of `batch_ids` (the tenant's) that still hold a reservation but whose batch was never written: one
+    /// pipelined HEXISTS and EXISTS each.
+    pub async fn orphan_reservations(&self, tenant_id: &str, batch_ids: &[String]) -> Result<Vec<String>> {
+        if batch_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in batch_ids {
+            pipe.hexists(self.keys.reservations(tenant_id), id)
+                .exists(self.keys.batch(id));
+        }
+        let found: Vec<bool> = pipe.query_async(&mut self.connection()).await?;
+        Ok(batch_ids
+            .iter()
+            .zip(found.chunks(2))
+            .filter(|(_, found)| matches!(found, [true, false]))
+            .map(|(id, _)| id.clone())
+            .collect())
     }
 
     /// Drops the entries of partition `p`'s stream of `kind` that every consumer group has acknowledged (one

@@ -378,6 +378,18 @@ async fn the_sweep_reads_only_the_batches_due_for_a_check() {
     let resent: u64 = conn.xlen(keys.submit_stream(0)).await.unwrap();
     assert_eq!(resent, 1);
 
+    // Reservations are looked at once, when they pass the grace period: an orphan (its batch never written) is
+    // released, and the sweep remembers how far it looked.
+    let orphan = format!("bat_{:012x}{}", now + 1, "0".repeat(20));
+    store.reserve(&tenant, &orphan, 8, now + 1).await.unwrap();
+    let before = recovery::sweep(&store, now + 300_000, &options).await.unwrap();
+    assert_eq!(before.reservations_released, 0, "not yet past the grace period");
+    let after = recovery::sweep(&store, now + 300_002, &options).await.unwrap();
+    assert_eq!(after.reservations_released, 1);
+    let checked: u64 = conn.get(keys.reservations_checked(&tenant)).await.unwrap();
+    assert_eq!(checked, now + 2);
+    assert_eq!(after.credits_reserved, 3 * 16, "the three open batches");
+
     // A settled batch leaves the open index for the expiry index.
     let settled = settled_batch(&store, &tenant, 1, now + 70_000).await;
     let report = recovery::sweep(&store, now + 70_001, &options).await.unwrap();
