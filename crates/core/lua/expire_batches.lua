@@ -23,7 +23,10 @@ for i = 2, #ARGV, 2 do
     -- Only a final batch is ever indexed here (settle_finalize.lua); check it all the same.
     local status = redis.call('HGET', own[1], BATCH_STATUS)
     if status == false or status == 'completed' or status == 'cancelled' then
-      redis.call('UNLINK', unpack(own))
+      -- One UNLINK per batch; a very large batch in slices, within what Lua's unpack takes.
+      for first = 1, #own, 1000 do
+        redis.call('UNLINK', unpack(own, first, math.min(first + 999, #own)))
+      end
       removed = removed + 1
     end
     redis.call('ZREM', KEYS[1], id)

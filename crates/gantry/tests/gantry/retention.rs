@@ -157,7 +157,7 @@ async fn settled_batch(store: &Store, tenant: &str, n: usize, settled_at: u64) -
 async fn written_batch(store: &Store, tenant: &str, n: usize, now: u64) -> String {
     let prices = gantry_core::Config::load_from(None, Vec::new()).unwrap().prices;
     let tasks: Vec<_> = (0..n).map(|i| veo(&format!("p{i}"))).collect();
-    let batch = validate_batch(&json!({"tasks": tasks}), &Limits { max_tasks: 100 }, &prices).unwrap();
+    let batch = validate_batch(&json!({"tasks": tasks}), &Limits { max_tasks: n.max(1) }, &prices).unwrap();
     let batch_id = ids::new_batch_id();
     store.reserve(tenant, &batch_id, batch.cost(), now).await.unwrap();
     assert!(store
@@ -232,6 +232,37 @@ async fn an_expiry_interrupted_between_its_two_steps_is_finished_by_the_next_run
         audit.ledger_entries,
         1 + 2 * 3,
         "a grant, then a freeze, charge and refund per batch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_many_tasks_expires_in_one_run() {
+    let redis = RedisServer::start().unwrap();
+    let store = Store::connect(&redis.url(), "gantry", 2).await.unwrap();
+    let (tenant, _) = store.create_tenant("t", 100_000).await.unwrap();
+    let big = settled_batch(&store, &tenant, 2_500, 1_000).await;
+    let report = retention::run(&store, 100_000, 10_000).await.unwrap();
+    assert_eq!(report.batches_expired, 1);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = conn.keys("gantry:{p*}:*").await.unwrap();
+    let left: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.ends_with(":settle") && !k.ends_with(":submit"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{} keys left, e.g. {:?}",
+        left.len(),
+        left.first()
+    );
+    assert!(store.batch(&big).await.unwrap().is_none());
+    assert_eq!(
+        store.audit_tenant(&tenant).await.unwrap().violations,
+        Vec::<String>::new()
     );
 }
 
