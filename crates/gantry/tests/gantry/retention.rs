@@ -98,13 +98,10 @@ async fn a_settled_batch_expires_after_its_retention_and_the_ledger_still_verifi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_open_batch_and_a_recent_one_are_kept() {
-    let app = TestApp::start_with(|c| {
-        c.sweeper.interval_ms = 100;
-        // The default week: nothing settled in this test is old enough.
-    })
-    .await;
-    let (_, key) = app.tenant(100).await;
+async fn only_settled_batches_expire_and_only_once_their_retention_is_over() {
+    // The default week: the service's own retention step removes nothing here.
+    let app = TestApp::start_with(|c| c.sweeper.interval_ms = 100).await;
+    let (tenant, key) = app.tenant(100).await;
     let done = app.submit(&key, &json!({"tasks": [veo("a")]})).await;
     app.wait_final(&key, &done).await;
     let running = app
@@ -117,15 +114,32 @@ async fn an_open_batch_and_a_recent_one_are_kept() {
     )
     .await
     .unwrap();
-    // A whole retention run now removes nothing of either.
-    let report = retention::run(&store, gantry_core::model::now_ms(), 604_800_000)
-        .await
-        .unwrap();
-    assert_eq!(report.batches_expired, 0);
+    let week = 604_800_000;
+    let now = gantry_core::model::now_ms();
+    assert_eq!(
+        retention::run(&store, now, week).await.unwrap().batches_expired,
+        0
+    );
     for id in [&done, &running] {
         let (status, _) = app.get(&key, &format!("/v1/batches/{id}")).await;
         assert_eq!(status, StatusCode::OK);
     }
+    // A week on, the settled batch goes; the open one stays whatever its age.
+    let report = retention::run(&store, now + week + 1, week).await.unwrap();
+    assert_eq!(report.batches_expired, 1);
+    assert_eq!(
+        app.get(&key, &format!("/v1/batches/{done}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, open) = app.get(&key, &format!("/v1/batches/{running}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.tasks(&key, &running).await.len(), 1);
+    let (_, list) = app.get(&key, "/v1/batches").await;
+    assert_eq!(list["data"], json!([open]));
+    assert_eq!(
+        store.audit_tenant(&tenant).await.unwrap().violations,
+        Vec::<String>::new()
+    );
 }
 
 /// Writes a settled batch of `n` tasks straight into Redis, settled at `settled_at` (ms).
