@@ -193,10 +193,12 @@ async fn sweep_reservations(
             report.reservations_released += 1;
         }
     }
-    // A full page may stop inside one millisecond: look again from just before its last one.
+    // Nothing is written for a tenant with nothing new to look at. A full page may stop inside one millisecond:
+    // look again from just before its last one.
     let reached = match passed.last() {
+        None => checked,
         Some((_, at)) if passed.len() == RESERVATIONS_PER_SWEEP => at.saturating_sub(1),
-        _ => until,
+        Some(_) => until,
     };
     if reached > checked {
         store.set_reservations_checked(tenant, reached).await?;

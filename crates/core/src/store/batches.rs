@@ -7,6 +7,7 @@ use redis::AsyncCommands;
 
 use super::{
     fields::{batch, task},
+    row::Row,
     Result, Store, StoreError,
 };
 use crate::{
@@ -263,7 +264,7 @@ impl Store {
         let mut remove = self.scripts.expire_batches.key(&index);
         remove.arg(cutoff);
         for (id, values) in ids.iter().zip(&rows) {
-            let row = super::row::Row::of_fields(id, &FIELDS, values);
+            let row = Row::of_fields(id, &FIELDS, values);
             // A batch whose hash is already gone has nothing left to remove but its index entry.
             let total: usize = row.number(batch::TOTAL)?;
             if let Some(tenant) = row.text(batch::TENANT_ID) {
