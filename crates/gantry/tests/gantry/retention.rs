@@ -280,6 +280,19 @@ async fn a_batch_of_many_tasks_expires_in_one_run() {
     );
 }
 
+/// How many HMGET and HGETALL calls Redis has served so far (batch and task reads).
+async fn hash_reads(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_hmget:") || l.starts_with("cmdstat_hgetall:"))
+        .filter_map(|l| l.split_once("calls=")?.1.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Entry ids of a stream, oldest first.
 async fn entry_ids(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> Vec<String> {
     let reply: redis::streams::StreamRangeReply = conn.xrange_all(stream).await.unwrap();
@@ -394,9 +407,15 @@ async fn the_sweep_reads_only_the_batches_due_for_a_check() {
     let second = recovery::sweep(&store, now + 20, &options).await.unwrap();
     assert_eq!(second.batches_checked, 1);
     assert_eq!(scores(&conn).await, vec![now + 60_000; 3]);
-    // Until then, a sweep reads no batch at all.
+    // Until then, a sweep reads no batch and no task at all.
+    let reads_before = hash_reads(&mut conn).await;
     let idle = recovery::sweep(&store, now + 30_000, &options).await.unwrap();
     assert_eq!((idle.batches_checked, idle.open_batches), (0, 3));
+    assert_eq!(
+        hash_reads(&mut conn).await,
+        reads_before + 1,
+        "one read: the tenant's frozen credits"
+    );
 
     // A task claimed and abandoned by a dead submitter: found when its batch is next due, and resent.
     let stuck = ids::task_id(&batches[0], 1);
