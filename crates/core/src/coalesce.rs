@@ -14,6 +14,9 @@ const MOST_PER_CALL: usize = 256;
 
 type Waiting<Req> = (u32, Req, oneshot::Sender<Result<bool>>);
 
+/// One partition's requests, and where each one's answer goes.
+type Group<Req> = (Vec<Req>, Vec<oneshot::Sender<Result<bool>>>);
+
 /// Hands requests to the task that runs them in groups; cheap to clone. The task ends once every clone is gone.
 pub struct Coalescer<Req> {
     queue: mpsc::UnboundedSender<Waiting<Req>>,
@@ -58,7 +61,7 @@ where
 {
     let mut batch = Vec::with_capacity(MOST_PER_CALL);
     while waiting.recv_many(&mut batch, MOST_PER_CALL).await > 0 {
-        let mut by_partition: BTreeMap<u32, (Vec<Req>, Vec<oneshot::Sender<Result<bool>>>)> = BTreeMap::new();
+        let mut by_partition: BTreeMap<u32, Group<Req>> = BTreeMap::new();
         for (partition, request, answer) in batch.drain(..) {
             let group = by_partition.entry(partition).or_default();
             group.0.push(request);

@@ -18,7 +18,8 @@ impl Store {
         lease_ms: u64,
         max: usize,
     ) -> Result<(Vec<(String, Result<Option<TaskRow>>)>, Option<u64>)> {
-        let (claimed, next_due): (Vec<(String, Vec<Option<String>>)>, String) = self
+        type Reply = (Vec<(String, Vec<Option<String>>)>, String);
+        let (claimed, next_due): Reply = self
             .scripts
             .poll_claim
             .key(self.keys.polls(partition))

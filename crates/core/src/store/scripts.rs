@@ -78,6 +78,10 @@ pub(crate) struct Scripts {
     pub idem_begin: Script,
     pub idem_finish: Script,
     pub idem_release: Script,
+    pub open_claim: Script,
+    pub expire_batches: Script,
+    pub expire_tenant: Script,
+    pub trim_stream: Script,
 }
 
 impl Scripts {
@@ -102,6 +106,10 @@ impl Scripts {
             idem_begin: script!("idem_begin"),
             idem_finish: script!("idem_finish"),
             idem_release: script!("idem_release"),
+            open_claim: script!("open_claim"),
+            expire_batches: script!("expire_batches"),
+            expire_tenant: script!("expire_tenant"),
+            trim_stream: script!("trim_stream"),
         }
     }
 }

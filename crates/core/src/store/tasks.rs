@@ -508,6 +508,7 @@ impl Store {
             .key(self.keys.batch(batch_id))
             .key(self.keys.batch_events(batch_id))
             .key(self.keys.open_batches(self.keys.partition_of(batch_id)))
+            .key(self.keys.expiring_batches(self.keys.partition_of(batch_id)))
             .arg(now)
             .arg(charged)
             .arg(refunded)
