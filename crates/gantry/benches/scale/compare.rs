@@ -1,0 +1,4 @@
+//! placeholder
+pub async fn run() -> anyhow::Result<()> {
+    anyhow::bail!("not yet")
+}
