@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use futures::{StreamExt, TryStreamExt};
+use gantry_core::keys::Keys;
 use serde_json::{json, Map, Value};
 
 use crate::{
@@ -204,7 +205,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Ordered> {
 }
 
 /// Waits until the submitter and settlement consumer groups exist (the workers are up and reading).
-async fn wait_for_groups(probe: &mut Probe, stack: &Stack) -> anyhow::Result<()> {
+pub async fn wait_for_groups(probe: &mut Probe, stack: &Stack) -> anyhow::Result<()> {
     let last = stack.keys.partitions() - 1;
     let streams = [
         (stack.keys.submit_stream(last), "submitter"),
@@ -234,7 +235,7 @@ async fn wait_for_groups(probe: &mut Probe, stack: &Stack) -> anyhow::Result<()>
 }
 
 /// Submits every batch, `inflight` requests at a time; batch `b` goes to tenant `b % 16`.
-async fn submit_all(
+pub async fn submit_all(
     http: &reqwest::Client,
     gateway: &str,
     tenants: &[workload::Tenant],
@@ -304,26 +305,43 @@ async fn after_retention(
         return Ok((Some(probe.info("memory").await?.get("used_memory")), false));
     };
     let deadline = Instant::now() + Duration::from_secs(secs + 10);
+    let expired = wait_expired(probe, &stack.keys, accepted, deadline, |_| {}).await?;
+    Ok((Some(probe.info("memory").await?.get("used_memory")), expired))
+}
+
+/// Waits until no batch hash of `accepted` exists and the count of keys with a time to live has settled (Redis
+/// reclaims logically expired keys in its expiry cycle), or until `deadline`; calls `each` with `used_memory`
+/// about every 500 ms. True when the hashes are gone.
+pub async fn wait_expired(
+    probe: &mut Probe,
+    keys: &Keys,
+    accepted: &[Accepted],
+    deadline: Instant,
+    mut each: impl FnMut(f64),
+) -> anyhow::Result<bool> {
     let mut expired = false;
     let mut last_expires = None;
     while Instant::now() < deadline {
-        let mut exists = redis::cmd("EXISTS");
-        for batch in accepted {
-            exists.arg(stack.keys.batch(&batch.id));
+        let mut left = 0;
+        for chunk in accepted.chunks(1000) {
+            let mut exists = redis::cmd("EXISTS");
+            for batch in chunk {
+                exists.arg(keys.batch(&batch.id));
+            }
+            left += exists.query_async::<u64>(probe.conn()).await?;
         }
-        let left: u64 = exists.query_async(probe.conn()).await?;
-        let keyspace = probe.info("keyspace").await?.keyspace;
+        let info = probe.info("all").await?;
+        each(info.get("used_memory"));
         if left == 0 {
             expired = true;
-            // Logically expired keys are reclaimed by Redis's expiry cycle: wait until that count settles.
-            if last_expires == Some(keyspace.1) {
+            if last_expires == Some(info.keyspace.1) {
                 break;
             }
-            last_expires = Some(keyspace.1);
+            last_expires = Some(info.keyspace.1);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok((Some(probe.info("memory").await?.get("used_memory")), expired))
+    Ok(expired)
 }
 
 /// Round trips summed over the processes that export the counter.
