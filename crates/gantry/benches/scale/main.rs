@@ -61,14 +61,13 @@
 //! product default); `TIMEOUT_S` (600); `BENCH_RUST_LOG` (`warn`) for the services, whose logs go to
 //! `$CARGO_TARGET_DIR/bench-logs/`.
 
-#![allow(clippy::unwrap_used)]
-
 mod compare;
 mod outcome;
 mod probe;
 mod run;
 mod soak;
 mod stack;
+mod summary;
 mod workload;
 
 use std::time::Duration;

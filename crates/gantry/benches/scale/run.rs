@@ -18,6 +18,7 @@ use crate::{
     outcome::{self, Checks},
     probe::{command_delta, Probe},
     stack::{self, Stack, StackOptions},
+    summary::{ordered, round3, Ordered},
     workload::{self, Accepted, TENANTS},
 };
 
@@ -364,41 +365,4 @@ fn round_trip_delta(
         total: (!present.is_empty()).then(|| present.iter().sum()),
         by_role,
     }
-}
-
-/// An [`Ordered`] summary from `"key" => value` pairs (each value goes through `json!`).
-macro_rules! ordered {
-    ($($key:literal => $value:expr),* $(,)?) => {
-        Ordered(vec![$(($key.to_owned(), json!($value))),*])
-    };
-}
-use ordered;
-
-/// A run's summary with its fields in the order they were written (serde_json's map sorts them otherwise),
-/// so a line starts `{"system":"gantry","shape":...` like the peer's.
-pub struct Ordered(Vec<(String, Value)>);
-
-impl Ordered {
-    /// The field `key` (`Null` when absent).
-    pub fn get(&self, key: &str) -> &Value {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(&Value::Null, |(_, v)| v)
-    }
-}
-
-impl std::fmt::Display for Ordered {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("{")?;
-        for (i, (key, value)) in self.0.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            write!(f, "{sep}{}:{value}", Value::from(key.as_str()))?;
-        }
-        f.write_str("}")
-    }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
