@@ -163,6 +163,22 @@ impl Stack {
                 .with_context(|| format!("starting `gantry {role}`"))?;
             stack.services.push(Service { role, child, metrics });
         }
+        if let Some(path) = std::env::var_os("REDIS_MONITOR") {
+            // Diagnostics only: every command Redis runs, scripts' inner calls included, to a file. MONITOR
+            // costs Redis a lot, so the figures of such a run are not comparable.
+            let file = std::fs::File::create(&path)?;
+            let child = Command::new("redis-cli")
+                .args(["-p", &stack.redis.port().to_string(), "monitor"])
+                .stdout(file)
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting redis-cli monitor")?;
+            stack.services.push(Service {
+                role: "monitor",
+                child,
+                metrics: None,
+            });
+        }
         stack.wait_ready().await?;
         Ok(stack)
     }
