@@ -1,7 +1,7 @@
 //! The harness's own window on Redis: `INFO` snapshots, the cheap "how many batches are still open" count, and a
 //! tally of every command the harness itself sends, so they can be taken out of the system's figures.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context;
 use gantry_core::keys::Keys;
@@ -73,10 +73,12 @@ pub struct Probe {
 
 impl Probe {
     pub async fn connect(url: &str, keys: Keys) -> anyhow::Result<Self> {
-        let conn = redis::Client::open(url)?
+        let mut conn = redis::Client::open(url)?
             .get_multiplexed_async_connection()
             .await
             .context("connecting the harness to redis")?;
+        // Redis may stall for a while on a loaded machine; the client's 500 ms default would end the run.
+        conn.set_response_timeout(Duration::from_secs(30));
         Ok(Self {
             conn,
             keys,

@@ -271,7 +271,10 @@ async fn watch(
         tick.tick().await;
         let done_submitting = !submitting.load(Ordering::SeqCst);
         let accepted = accepted.load(Ordering::SeqCst) as u64;
-        let (open, used) = probe.open_batches_and_memory().await?;
+        let (open, used) = probe
+            .open_batches_and_memory()
+            .await
+            .context("counting the open batches")?;
         watched.peak_in_flight = watched.peak_in_flight.max(open * options.k as u64);
         watched.peak_sampled_memory = watched.peak_sampled_memory.max(used);
         if last_line.elapsed() >= Duration::from_millis(500) {
