@@ -114,21 +114,38 @@ impl Checks {
     }
 }
 
-/// Whether every batch settled once, as `completed`, with the expected split of `k` tasks.
-pub fn batch_checks(k: usize, accepted: &[Accepted], settled: &[Settled]) -> (bool, bool) {
+/// Whether every batch settled once, as `completed`, with the expected split of `k` tasks; and a description of
+/// the first few batches that did not (for the report).
+///
+/// `price` is the configured price of one task (`prices.veo31_fast`). Not the `credits.frozen` of the `POST`
+/// answer: that is read back after the create and is 0 when the batch happened to be settled by then.
+pub fn batch_checks(
+    k: usize,
+    price: u64,
+    accepted: &[Accepted],
+    settled: &[Settled],
+) -> (bool, bool, Vec<String>) {
     let failing = crate::workload::failing_per_batch(k) as u64;
     let succeeding = k as u64 - failing;
-    let once = settled
-        .iter()
-        .all(|s| s.charges == 1 && s.status.as_deref().is_none_or(|st| st == "completed"));
-    let split = accepted.iter().zip(settled).all(|(batch, s)| {
-        let price = batch.cost / k as u64;
-        s.succeeded.is_none_or(|n| n == succeeding)
+    let mut once = true;
+    let mut split = true;
+    let mut odd = Vec::new();
+    for (batch, s) in accepted.iter().zip(settled) {
+        let settled_once = s.charges == 1 && s.status.as_deref().is_none_or(|st| st == "completed");
+        let split_ok = s.succeeded.is_none_or(|n| n == succeeding)
             && s.failed.is_none_or(|n| n == failing)
             && s.charged == price * succeeding
-            && s.refunded == price * failing
-    });
-    (once, split)
+            && s.refunded == price * failing;
+        once &= settled_once;
+        split &= split_ok;
+        if !(settled_once && split_ok) && odd.len() < 5 {
+            odd.push(format!(
+                "batch {} ({}): status {:?}, succeeded {:?}, failed {:?}, ledger charges {} charged {} refunded {}",
+                batch.b, batch.id, s.status, s.succeeded, s.failed, s.charges, s.charged, s.refunded
+            ));
+        }
+    }
+    (once, split, odd)
 }
 
 /// Nearest-rank percentile of sorted values (as the peer computes it).

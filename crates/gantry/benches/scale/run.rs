@@ -117,7 +117,10 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Ordered> {
         after_retention(&mut probe, &stack, &accepted, options).await?;
     stack.stop().await;
 
-    let (once, split) = outcome::batch_checks(k, &accepted, &settled);
+    let (once, split, odd) = outcome::batch_checks(k, price, &accepted, &settled);
+    for line in &odd {
+        eprintln!("unexpected: {line}");
+    }
     let creates = sim["creates"].as_u64().unwrap_or(0);
     let checks = Checks {
         every_batch_accepted_and_settled: accepted.len() == b,
@@ -199,9 +202,10 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Ordered> {
         "redis_cpu_us_per_task" => (redis_cpu / tasks as f64 * 1e6).round(),
         "cpu_s" => cpu,
         "submit_retries" => accepted.iter().map(|a| u64::from(a.retries)).sum::<u64>(),
-        "tasks_succeeded" => settled.iter().zip(&accepted).map(|(s, a)| s.charged / (a.cost / k as u64).max(1)).sum::<u64>(),
-        "tasks_failed" => settled.iter().zip(&accepted).map(|(s, a)| s.refunded / (a.cost / k as u64).max(1)).sum::<u64>(),
+        "tasks_succeeded" => settled.iter().map(|s| s.charged / price.max(1)).sum::<u64>(),
+        "tasks_failed" => settled.iter().map(|s| s.refunded / price.max(1)).sum::<u64>(),
         "checks" => checks,
+        "unexpected_batches" => odd,
     ])
 }
 

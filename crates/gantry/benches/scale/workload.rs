@@ -89,8 +89,6 @@ pub struct Accepted {
     pub id: String,
     /// Wall-clock time just before the first `POST` of this batch (ms since the epoch).
     pub t0_ms: u64,
-    /// Credits frozen for it.
-    pub cost: u64,
     /// `POST`s answered 429 or 503 before it was accepted.
     pub retries: u32,
 }
@@ -137,12 +135,10 @@ pub async fn submit(
             bail!("batch {b} answered {status}: {batch}");
         }
         let id = batch["id"].as_str().context("a batch id")?.to_owned();
-        let cost = batch["credits"]["frozen"].as_u64().context("credits.frozen")?;
         return Ok(Accepted {
             b,
             id,
             t0_ms,
-            cost,
             retries,
         });
     }
