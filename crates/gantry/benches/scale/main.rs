@@ -48,6 +48,8 @@
 //! * **provider_calls_per_task**: creates + status calls counted by the simulator (`GET /sim/stats`), over B·K.
 //! * **redis_cpu_us_per_task**: the delta of `used_cpu_user + used_cpu_sys`. **cpu_s** is the CPU time of every
 //!   process over the measured interval (`/proc/<pid>/stat`; Redis from `INFO`; the harness itself included).
+//! * **stages_p50_p99_ms**: where a task's time goes (accept, queued, create, run, settle), from the timestamps in
+//!   the task and batch hashes; see `stages.rs`.
 //! * **Checks** (any failure gives `"ok": false` and a non-zero exit): every batch accepted and none left open;
 //!   exactly one `charge` per batch in its tenant's ledger and every remaining batch hash `completed`; 90 % / 10 %
 //!   succeeded / failed per batch, in the batch hashes and in the credits charged and refunded; one provider create
@@ -67,6 +69,7 @@ mod probe;
 mod run;
 mod soak;
 mod stack;
+mod stages;
 mod summary;
 mod workload;
 

@@ -18,6 +18,7 @@ use crate::{
     outcome::{self, Checks},
     probe::{command_delta, Probe},
     stack::{self, Stack, StackOptions},
+    stages,
     summary::{ordered, round3, Ordered},
     workload::{self, Accepted, TENANTS},
 };
@@ -102,14 +103,16 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Ordered> {
     eprintln!();
 
     // ---- read back and check ---------------------------------------------------------------------------------
+    let mut accepted = accepted;
+    accepted.sort_by_key(|a| a.b);
+    // First the task times, before retention removes them.
+    let stages = stages::read_stages(probe.conn(), &stack.keys, &accepted, k).await?;
     let sim: Value = http
         .get(format!("{}/sim/stats", stack.sim))
         .send()
         .await?
         .json()
         .await?;
-    let mut accepted = accepted;
-    accepted.sort_by_key(|a| a.b);
     let settled = outcome::read_settled(probe.conn(), &stack.keys, &tenants, &accepted).await?;
     let verify = stack.command(&["admin", "verify-ledger"]).output().await?;
     let services_alive = stack.check_alive().is_ok();
@@ -181,6 +184,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Ordered> {
         "lat_p99_ms" => outcome::percentile(&latencies, 99.0),
         "lat_max_ms" => latencies.last(),
         "lat_from_ledger" => settled.iter().filter(|s| s.from_ledger).count(),
+        "stages_p50_p99_ms" => stages,
         "redis_cmds_per_task" => per_task(total_cmds as f64),
         "redis_cmds_top8_per_task" => top.iter().take(8).map(|(n, c)| json!([n, per_task(**c as f64)])).collect::<Vec<_>>(),
         "redis_cmds_all_per_task" => top.iter().map(|(n, c)| ((*n).clone(), json!(per_task(**c as f64)))).collect::<Map<_, _>>(),
