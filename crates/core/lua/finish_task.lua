@@ -47,13 +47,13 @@ local function finish(task_key, batch_key, events_key, now, attempt, new_status,
   elseif status == 'queued' then
     redis.call('ZREM', retries_key, t[3])
   end
-  emit_task_values(events_key, t[3], t[4], new_status, progress, t[2])
 
   -- The batch is read once and written once: its counters move in Lua, then go back in one HSET.
   local b = redis.call('HMGET', batch_key, BATCH_MODE, BATCH_STATUS, BATCH_TRACEPARENT, BATCH_COST_SUCCEEDED,
     counter_fields())
   local batch_status = b[2]
   if not batch_status then
+    emit_task_values(events_key, t[3], t[4], new_status, progress, t[2])
     return 1
   end
   local c = counts_from(b, 5)
@@ -63,6 +63,7 @@ local function finish(task_key, batch_key, events_key, now, attempt, new_status,
     c.running = c.running - 1
   end
   c[new_status] = c[new_status] + 1
+  emit_task_values(events_key, t[3], t[4], new_status, progress, t[2], c)
   local cost_succeeded = tonumber(b[4]) or 0
   if new_status == 'succeeded' then
     cost_succeeded = cost_succeeded + tonumber(t[5])
@@ -106,7 +107,9 @@ local function finish(task_key, batch_key, events_key, now, attempt, new_status,
   if finished then
     xadd_message(settle_key, settle_batch_message(batch_id), b[3])
   end
-  emit_batch_counts(events_key, batch_id, batch_status, c)
+  if batch_status ~= b[2] then
+    emit_batch_counts(events_key, batch_id, batch_status, c)
+  end
   return 1
 end
 

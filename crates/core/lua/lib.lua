@@ -38,11 +38,12 @@ local function emit_batch(events_key, batch_key)
   emit_batch_counts(events_key, b[1], b[2], counts_from(b, 3))
 end
 
--- A task's progress event from values the script already holds (no read).
-local function emit_task_values(events_key, id, index, status, progress, attempts)
+-- A task's progress event from values the script already holds (no read); `counts`, when given, are its batch's
+-- counts after the change (a task's end carries them, so no batch event is needed unless the batch's status moves).
+local function emit_task_values(events_key, id, index, status, progress, attempts, counts)
   emit(events_key, 'task.updated', {
     id = id, index = tonumber(index), status = status, progress = tonumber(progress) or 0,
-    attempts = tonumber(attempts) or 0,
+    attempts = tonumber(attempts) or 0, request_counts = counts,
   })
 end
 

@@ -64,12 +64,7 @@ pub(crate) async fn create(
 
 /// Validates and prices a batch, freezes its cost and writes it as `batch_id`; each step is idempotent per batch
 /// id, so running it again for the same id charges nothing more.
-async fn accept(
-    state: &AppState,
-    tenant: &str,
-    body: &[u8],
-    batch_id: String,
-) -> ApiResult<Response> {
+async fn accept(state: &AppState, tenant: &str, body: &[u8], batch_id: String) -> ApiResult<Response> {
     let gateway = &state.config.gateway;
     let body = parse_json(body)?;
     let limits = Limits {
