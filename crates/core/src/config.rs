@@ -164,6 +164,9 @@ pub struct RetentionConfig {
     /// Seconds a completed or cancelled batch (its hash, its tasks, its event stream, its entries in the tenant's
     /// batch list and settlement records) is kept after its settlement. The ledger is kept for ever.
     pub completed_secs: u64,
+    /// How often the settlement services remove expired batches and trim the submit and settle streams (ms):
+    /// consumed stream entries hold memory until then.
+    pub interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -429,6 +432,9 @@ impl Config {
         }
         if self.sweeper.interval_ms == 0 {
             return invalid("sweeper.interval_ms", "must be at least 1");
+        }
+        if self.retention.interval_ms == 0 {
+            return invalid("retention.interval_ms", "must be at least 1");
         }
         if self.retention.completed_secs < self.gateway.idempotency_ttl_secs {
             // A retry with an Idempotency-Key may reuse a batch id as long as its record lives; the settlement

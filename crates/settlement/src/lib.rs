@@ -46,6 +46,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         .context("joining the settle streams")?;
     tracing::info!(consumer = consumer.name(), "settlement started");
     let sweeper = tokio::spawn(sweep(store.clone(), config.clone(), shutdown.clone()));
+    let retainer = tokio::spawn(retain(store.clone(), config.clone(), shutdown.clone()));
     let sampler = tokio::spawn(sample(store.clone(), config.clone(), shutdown.clone()));
     let limits = Limits {
         concurrency: CONCURRENCY,
@@ -62,18 +63,17 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     .await;
     consumer.leave().await;
     let _ = sweeper.await;
+    let _ = retainer.await;
     let _ = sampler.await;
     tracing::info!("settlement stopped");
     Ok(())
 }
 
-/// Every `sweeper.interval_ms`, finishes what a crash could have stranded (see `gantry_core::recovery`), then
-/// removes what retention no longer keeps (see `gantry_core::retention`). What the sweep counted on the way feeds
+/// Every `sweeper.interval_ms`, finishes what a crash could have stranded (see `gantry_core::recovery`). What the sweep counted on the way feeds
 /// the open-batch and reserved-credit gauges; the task-state gauge is sampled apart (see [`tasks_in_flight`]).
 async fn sweep(store: Store, config: Config, shutdown: CancellationToken) {
     let period = Duration::from_millis(config.sweeper.interval_ms);
     let options = recovery::SweepOptions::from_config(&config);
-    let completed_ms = retention::completed_ms(&config);
     service::every(period, &shutdown, || async {
         match recovery::sweep(&store, now_ms(), &options).await {
             Ok(report) => {
@@ -86,9 +86,19 @@ async fn sweep(store: Store, config: Config, shutdown: CancellationToken) {
             }
             Err(e) => tracing::warn!(error = %e, "recovery sweep failed; trying again later"),
         }
+    })
+    .await;
+}
+
+/// Every `retention.interval_ms`, removes what retention no longer keeps and trims the consumed stream entries
+/// (see `gantry_core::retention`).
+async fn retain(store: Store, config: Config, shutdown: CancellationToken) {
+    let period = Duration::from_millis(config.retention.interval_ms);
+    let completed_ms = retention::completed_ms(&config);
+    service::every(period, &shutdown, || async {
         match retention::run(&store, now_ms(), completed_ms).await {
             Ok(report) if report != retention::RetentionReport::default() => {
-                tracing::info!(
+                tracing::debug!(
                     batches = report.batches_expired,
                     stream_entries = report.stream_entries_trimmed,
                     "retention removed settled batches and consumed stream entries"
