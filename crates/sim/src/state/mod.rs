@@ -91,6 +91,8 @@ struct Inner {
     next_id: u64,
     tasks: Vec<Task>,
     by_id: HashMap<String, usize>,
+    /// The tasks of each prompt, so a create finds a live duplicate without scanning every task.
+    by_prompt: HashMap<String, Vec<usize>>,
     /// Every counter of [`SimStats`]; `tasks` is filled in when a snapshot is taken.
     stats: SimStats,
     in_flight: u64,
@@ -190,6 +192,7 @@ impl Sim {
         let mut inner = self.lock();
         inner.tasks.clear();
         inner.by_id.clear();
+        inner.by_prompt.clear();
         inner.arrivals.clear();
         inner.stats = SimStats {
             max_concurrent_requests: inner.in_flight,
@@ -214,9 +217,9 @@ impl Sim {
         let now = Instant::now();
         let mut inner = self.lock();
         let duplicate = inner
-            .tasks
-            .iter()
-            .any(|task| task.info.prompt == new.prompt && task.phase(now).is_live());
+            .by_prompt
+            .get(&new.prompt)
+            .is_some_and(|same| same.iter().any(|&i| inner.tasks[i].phase(now).is_live()));
         if duplicate {
             inner.stats.duplicate_live_creates += 1;
             tracing::debug!(prompt = %new.prompt, "create duplicates a live task");
@@ -248,6 +251,8 @@ impl Sim {
             report_last_frame: new.report_last_frame,
         });
         inner.by_id.insert(id.clone(), index);
+        let prompt = inner.tasks[index].info.prompt.clone();
+        inner.by_prompt.entry(prompt).or_default().push(index);
         drop(inner);
         if let Some(callback) = new.callback {
             webhook::schedule(self, id.clone(), callback);
