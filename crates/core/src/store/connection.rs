@@ -41,7 +41,7 @@ fn count(n: u64) {
 #[derive(Clone)]
 pub(crate) enum Backend {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 impl Backend {
@@ -49,7 +49,7 @@ impl Backend {
     pub(crate) fn open(mode: RedisMode, urls: &str) -> redis::RedisResult<Self> {
         Ok(match mode {
             RedisMode::Standalone => Self::Single(redis::Client::open(urls.trim())?),
-            RedisMode::Cluster => Self::Cluster(
+            RedisMode::Cluster => Self::Cluster(Box::new(
                 ClusterClient::builder(crate::config::split_urls(urls))
                     // Ride out a failover or a node restart for a few seconds; callers retry beyond that.
                     .retries(6)
@@ -57,7 +57,7 @@ impl Backend {
                     .max_retry_wait(2000)
                     .connection_timeout(Duration::from_secs(5))
                     .build()?,
-            ),
+            )),
         })
     }
 

@@ -42,6 +42,9 @@ pub struct EventWatcher {
     reads: Reads,
 }
 
+/// The batches that got new entries, each with its newest entry id.
+type News = Vec<(String, String)>;
+
 /// How the watcher reads.
 enum Reads {
     /// One server: one `XREAD` over every stream.
@@ -49,8 +52,8 @@ enum Reads {
     /// A cluster: one `XREAD` per slot, each slot on a connection of its own.
     PerSlot {
         connections: HashMap<Slot, Connection>,
-        /// The reads in flight: (slot, batch id → newest entry id of the batches that got some).
-        in_flight: JoinSet<(Slot, Result<Vec<(String, String)>>)>,
+        /// The reads in flight, each answering for its slot.
+        in_flight: JoinSet<(Slot, Result<News>)>,
         busy: HashSet<Slot>,
     },
 }
@@ -156,7 +159,7 @@ async fn read_news(
     conn: &mut Connection,
     streams: Vec<(String, (String, String))>,
     block: Duration,
-) -> Result<Vec<(String, String)>> {
+) -> Result<News> {
     let (keys, cursors): (Vec<&String>, Vec<&str>) = streams
         .iter()
         .map(|(key, (_, cursor))| (key, cursor.as_str()))
