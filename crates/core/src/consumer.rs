@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::RedisMode,
     messages::Message,
-    store::{Connection, Result},
+    store::{Connection, Result, StoreError},
     Store,
 };
 
@@ -184,19 +184,32 @@ impl Consumer {
             }
             Reader::PerStream { deliveries, .. } => deliveries,
         };
-        // What the readers have handed over, waiting up to `block` for the first read's worth.
-        let mut out = match tokio::time::timeout(self.options.block, deliveries.recv()).await {
-            Ok(Some(read)) => read?,
-            Ok(None) | Err(_) => return Ok(Vec::new()),
+        // What the readers have handed over, waiting up to `block` for the first read's worth. Failed reads queued
+        // meanwhile are taken too, so an outage costs one pause, not one per stream.
+        let first = match tokio::time::timeout(self.options.block, deliveries.recv()).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return Err(StoreError::Reader("every stream reader has stopped".into())),
+            Err(_) => return Ok(Vec::new()),
         };
-        while out.len() < self.options.count {
-            match deliveries.try_recv() {
-                Ok(Ok(more)) => out.extend(more),
-                Ok(Err(e)) => tracing::warn!(group = %self.group, error = %e, "reading a stream failed"),
-                Err(_) => break,
+        let (mut out, mut failure) = (Vec::new(), None);
+        let mut next = Some(first);
+        while let Some(read) = next.take() {
+            match read {
+                Ok(more) => out.extend(more),
+                Err(e) => failure = Some(e),
+            }
+            if out.len() < self.options.count {
+                next = deliveries.try_recv().ok();
             }
         }
-        Ok(out)
+        match failure {
+            Some(e) if out.is_empty() => Err(e),
+            Some(e) => {
+                tracing::warn!(group = %self.group, error = %e, "reading a stream failed");
+                Ok(out)
+            }
+            None => Ok(out),
+        }
     }
 
     /// Like [`Consumer::next`], but a failed read (Redis down or restarting) is logged and retried after a pause,

@@ -56,6 +56,9 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    /// A background reader of the store (cluster mode) stopped or failed.
+    #[error("a background redis reader stopped: {0}")]
+    Reader(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
