@@ -282,4 +282,49 @@ mod tests {
             .collect();
         assert_eq!(keys, [vec!["a:{p1}:x", "a:{p1}:y"], vec!["a:{p2}:x"]]);
     }
+
+    /// The only test of this binary that talks to Redis, so the process-wide count moves by its commands alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn round_trips_count_requests_and_split_pipelines_keep_their_order() {
+        use redis::AsyncCommands;
+
+        let server = gantry_testkit::RedisServer::start().expect("redis-server");
+        let cluster = gantry_testkit::RedisCluster::start().expect("redis cluster");
+        for (mode, urls, split) in [
+            (RedisMode::Standalone, server.url(), 1),
+            (RedisMode::Cluster, cluster.urls(), 4),
+        ] {
+            let mut conn = Connection::open(mode, &urls).await.expect("connect");
+            let keys: Vec<String> = (0..4).map(|p| format!("t:{{p{p}}}:n")).collect();
+            let before = round_trips();
+            for (i, key) in keys.iter().enumerate() {
+                let _: () = conn.set(key, i).await.expect("set");
+            }
+            assert_eq!(round_trips() - before, 4, "{mode:?}: one per command");
+
+            let before = round_trips();
+            let mut pipe = redis::pipe();
+            for key in keys.iter().rev() {
+                pipe.get(key);
+            }
+            let values: Vec<u32> = pipe.query_async(&mut conn).await.expect("pipeline");
+            assert_eq!(values, [3, 2, 1, 0], "{mode:?}: replies in the order asked");
+            assert_eq!(
+                round_trips() - before,
+                split,
+                "{mode:?}: one per pipeline (per slot on a cluster)"
+            );
+
+            let before = round_trips();
+            let (a, b): (u32, u32) = redis::pipe()
+                .atomic()
+                .incr(&keys[1], 1)
+                .get(&keys[1])
+                .query_async(&mut conn)
+                .await
+                .expect("transaction");
+            assert_eq!((a, b), (2, 2));
+            assert_eq!(round_trips() - before, 1, "{mode:?}: one per transaction");
+        }
+    }
 }
