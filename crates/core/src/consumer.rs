@@ -285,7 +285,12 @@ impl Consumer {
         // delivered in between would be dropped with it.
         if let Reader::PerStream { stop, readers, .. } = &mut self.reader {
             stop.cancel();
-            while readers.join_next().await.is_some() {}
+            let all_stopped = async { while readers.join_next().await.is_some() {} };
+            let wait = self.options.block + Duration::from_secs(1);
+            if tokio::time::timeout(wait, all_stopped).await.is_err() {
+                // A read still hangs (Redis unreachable): stay in the group; what it may hold is reclaimed later.
+                return;
+            }
         }
         for stream in &self.streams {
             let pending: redis::RedisResult<redis::streams::StreamPendingCountReply> = self

@@ -5,7 +5,17 @@
 //!
 //! Run just these: `cargo test -p gantry --test gantry cluster::`.
 
-use gantry_core::store::{ScheduleKind, StreamKind};
+use std::time::{Duration, Instant};
+
+use gantry_core::{
+    config::RedisMode,
+    consumer::{Consumer, ConsumerOptions},
+    messages::Message,
+    store::{Connection, ScheduleKind, StreamKind},
+    Store,
+};
+use gantry_testkit::RedisCluster;
+use redis::AsyncCommands;
 use serde_json::json;
 
 use crate::{
@@ -84,4 +94,55 @@ async fn one_trace_per_task_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_on_a_cluster_loses_nothing() {
     chaos::kill_anything_lose_nothing(Backend::Cluster).await;
+}
+
+/// A consumer over every partition's stream reads each with its own blocking reads (a cluster refuses one read
+/// over several slots), and on a clean stop it finishes its reads and leaves the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_reads_every_partition_and_leaves_cleanly_on_a_cluster() {
+    let cluster = RedisCluster::start().unwrap();
+    let store = Store::connect_to(RedisMode::Cluster, &cluster.urls(), "c", 8)
+        .await
+        .unwrap();
+    let streams: Vec<String> = (0..8).map(|p| store.keys().settle_stream(p)).collect();
+    let options = ConsumerOptions {
+        count: 16,
+        block: Duration::from_millis(200),
+        claim_idle: Duration::from_secs(60),
+    };
+    let mut consumer = Consumer::join(&store, "settlement", streams.clone(), options)
+        .await
+        .unwrap();
+    let mut conn = Connection::open(RedisMode::Cluster, &cluster.urls())
+        .await
+        .unwrap();
+    for (p, stream) in streams.iter().enumerate() {
+        let message = Message::SettleBatch {
+            batch_id: format!("bat_{p}"),
+            traceparent: None,
+        };
+        let _: String = conn.xadd(stream, "*", &message.to_fields()).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < streams.len() && Instant::now() < deadline {
+        for delivery in consumer.next().await.unwrap() {
+            store
+                .ack(&delivery.stream, "settlement", &delivery.id)
+                .await
+                .unwrap();
+            seen.push(delivery.stream);
+        }
+    }
+    seen.sort();
+    let mut expected = streams.clone();
+    expected.sort();
+    assert_eq!(seen, expected, "one message from every partition");
+
+    consumer.leave().await;
+    for stream in &streams {
+        let info: redis::streams::StreamInfoConsumersReply =
+            conn.xinfo_consumers(stream, "settlement").await.unwrap();
+        assert!(info.consumers.is_empty(), "{stream}: the consumer left");
+    }
 }
