@@ -114,6 +114,13 @@ pub(crate) async fn kill_anything_lose_nothing(backend: Backend) {
     let chaos_for = Duration::from_secs(env_or("GANTRY_CHAOS_SECONDS", 6));
     let mut rng = StdRng::seed_from_u64(seed);
     let redis = TestRedis::start_durable(backend);
+    // A reservation whose batch is not written yet is released after this grace. An attempt that stalls through a
+    // crash and a Redis outage must come back within it: a cluster node's restart stops the whole cluster (every
+    // slot must be served) for the node's downtime and a second or two more, so the cluster run allows longer.
+    let reservation_grace = match backend {
+        Backend::Standalone => "6000",
+        Backend::Cluster => "12000",
+    };
     let mut cluster = Cluster::start_on(
         redis,
         &SERVICES,
@@ -126,7 +133,7 @@ pub(crate) async fn kill_anything_lose_nothing(backend: Backend) {
             ("GANTRY__POLLER__CLAIM_LEASE_MS", "1500"),
             ("GANTRY__STREAMS__CLAIM_IDLE_MS", "1500"),
             ("GANTRY__SWEEPER__INTERVAL_MS", "500"),
-            ("GANTRY__SWEEPER__RESERVATION_GRACE_MS", "6000"),
+            ("GANTRY__SWEEPER__RESERVATION_GRACE_MS", reservation_grace),
             ("GANTRY__GATEWAY__IDEMPOTENCY_LEASE_MS", "2000"),
             // Crashes, not poison: a message may be delivered many times while consumers keep dying.
             ("GANTRY__STREAMS__MAX_DELIVERIES", "30"),
