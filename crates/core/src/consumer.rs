@@ -188,7 +188,7 @@ impl Consumer {
         // meanwhile are taken too, so an outage costs one pause, not one per stream.
         let first = match tokio::time::timeout(self.options.block, deliveries.recv()).await {
             Ok(Some(read)) => read,
-            Ok(None) => return Err(StoreError::Reader("every stream reader has stopped".into())),
+            Ok(None) => return Err(StoreError::reader("every stream reader has stopped".into())),
             Err(_) => return Ok(Vec::new()),
         };
         let (mut out, mut failure) = (Vec::new(), None);

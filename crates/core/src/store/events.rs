@@ -145,7 +145,7 @@ impl EventWatcher {
             done.push(more);
         }
         for joined in done {
-            let (slot, read) = joined.map_err(|e| super::StoreError::Reader(e.to_string()))?;
+            let (slot, read) = joined.map_err(|e| super::StoreError::reader(e.to_string()))?;
             busy.remove(&slot);
             news.extend(read?);
         }

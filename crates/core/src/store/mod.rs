@@ -56,12 +56,20 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
-    /// A background reader of the store (cluster mode) stopped or failed.
-    #[error("a background redis reader stopped: {0}")]
-    Reader(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// A background reader of the store (cluster mode) that stopped or failed, as a client-side Redis error.
+    pub(crate) fn reader(why: String) -> Self {
+        Self::Redis(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "redis reader stopped",
+            why,
+        )))
+    }
+}
 
 /// A handle on Gantry's Redis data; cheap to clone (one multiplexed, self-reconnecting connection).
 #[derive(Clone)]
