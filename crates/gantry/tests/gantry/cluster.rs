@@ -79,9 +79,6 @@ async fn reads_across_slots_work_on_a_cluster() {
     let (scheduled, _) = store.schedule_stats(ScheduleKind::Polls, u64::MAX).await.unwrap();
     assert_eq!(scheduled, 0);
     assert!(store.dead_letters().await.unwrap().is_empty());
-    for p in 0..keys.partitions() {
-        assert!(store.open_batches(p, 100).await.unwrap().is_empty());
-    }
     app.verify_ledger().await;
 }
 
