@@ -138,6 +138,7 @@ impl Consumer {
                 for stream in &streams {
                     let read = StreamReader {
                         conn: store.blocking_connection(options.block).await?,
+                        store: store.clone(),
                         stream: stream.clone(),
                         group: group.to_owned(),
                         name: name.clone(),
@@ -333,6 +334,8 @@ fn new_deliveries(reply: Option<StreamReadReply>) -> Vec<Delivery> {
 /// Reads one stream for a consumer, in cluster mode.
 struct StreamReader {
     conn: Connection,
+    /// Makes a fresh connection after a failed read.
+    store: Store,
     stream: String,
     group: String,
     name: String,
@@ -342,7 +345,7 @@ struct StreamReader {
 
 impl StreamReader {
     /// Reads until `stop` (checked between reads) or until the consumer is gone, handing over what it reads; after
-    /// a failed read (handed over too) it pauses a second.
+    /// a failed read (handed over too) it pauses a second and reads on a fresh connection.
     async fn run(mut self, deliveries: mpsc::Sender<Result<Vec<Delivery>>>, stop: CancellationToken) {
         let options = read_options(&self.group, &self.name, self.count, self.block);
         while !stop.is_cancelled() {
@@ -363,6 +366,9 @@ impl StreamReader {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                if let Ok(conn) = self.store.blocking_connection(self.block).await {
+                    self.conn = conn;
                 }
             }
         }

@@ -41,23 +41,28 @@ fn count(n: u64) {
 #[derive(Clone)]
 pub(crate) enum Backend {
     Single(redis::Client),
-    Cluster(Box<ClusterClient>),
+    /// The seed nodes: each connection gets a client with its own timeouts.
+    Cluster(Vec<String>),
 }
+
+/// What a cluster request may take beyond one reply's timeout: redirections, reconnections and retries while a
+/// node restarts or fails over. Past it the request fails (callers retry): it never hangs.
+const CLUSTER_RETRY_ALLOWANCE: Duration = Duration::from_secs(10);
 
 impl Backend {
     /// A backend of `mode` at `urls` (one URL, or a comma-separated list of seed nodes in cluster mode).
     pub(crate) fn open(mode: RedisMode, urls: &str) -> redis::RedisResult<Self> {
         Ok(match mode {
             RedisMode::Standalone => Self::Single(redis::Client::open(urls.trim())?),
-            RedisMode::Cluster => Self::Cluster(Box::new(
-                ClusterClient::builder(crate::config::split_urls(urls))
-                    // Ride out a failover or a node restart for a few seconds; callers retry beyond that.
-                    .retries(6)
-                    .min_retry_wait(100)
-                    .max_retry_wait(2000)
-                    .connection_timeout(Duration::from_secs(5))
-                    .build()?,
-            )),
+            RedisMode::Cluster => {
+                let urls: Vec<String> = crate::config::split_urls(urls)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                // Checks the URLs now rather than at the first connection.
+                cluster_client(&urls, Duration::from_secs(5))?;
+                Self::Cluster(urls)
+            }
         })
     }
 
@@ -78,14 +83,27 @@ impl Backend {
                     .set_max_delay(Duration::from_secs(2));
                 Connection::Single(ConnectionManager::new_with_config(client.clone(), config).await?)
             }
-            Self::Cluster(client) => {
-                let config = redis::cluster::ClusterConfig::new()
-                    .set_connection_timeout(Duration::from_secs(5))
-                    .set_response_timeout(response_timeout);
-                Connection::Cluster(client.get_async_connection_with_config(config).await?)
-            }
+            Self::Cluster(urls) => Connection::Cluster {
+                conn: cluster_client(urls, response_timeout)?
+                    .get_async_connection()
+                    .await?,
+                limit: response_timeout + CLUSTER_RETRY_ALLOWANCE + Duration::from_secs(1),
+            },
         })
     }
+}
+
+/// A cluster client whose requests wait up to `response_timeout` per attempt, and are bounded overall.
+fn cluster_client(urls: &[String], response_timeout: Duration) -> redis::RedisResult<ClusterClient> {
+    ClusterClient::builder(urls.iter().map(String::as_str))
+        // Ride out a failover or a node restart for a few seconds; callers retry beyond that.
+        .retries(6)
+        .min_retry_wait(100)
+        .max_retry_wait(2000)
+        .connection_timeout(Duration::from_secs(5))
+        .response_timeout(response_timeout)
+        .overall_response_timeout(Some(response_timeout + CLUSTER_RETRY_ALLOWANCE))
+        .build()
 }
 
 /// A multiplexed, self-reconnecting connection to one Redis server or to a Redis Cluster; cheap to clone (clones
@@ -93,7 +111,11 @@ impl Backend {
 #[derive(Clone)]
 pub enum Connection {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster {
+        conn: ClusterConnection,
+        /// The longest any request may take, all retries included (a safety net over the client's own bound).
+        limit: Duration,
+    },
 }
 
 impl Connection {
@@ -103,12 +125,25 @@ impl Connection {
     }
 }
 
+/// `request`, failed with a timeout error once `limit` has passed.
+async fn bounded<T>(
+    limit: Duration,
+    request: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(limit, request).await.unwrap_or_else(|_| {
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "redis cluster request timed out",
+        )))
+    })
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         count(1);
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Cluster { conn, limit } => Box::pin(bounded(*limit, conn.req_packed_command(cmd))),
         }
     }
 
@@ -123,18 +158,18 @@ impl ConnectionLike for Connection {
                 count(1);
                 conn.req_packed_commands(pipeline, offset, count_)
             }
-            Self::Cluster(conn) => {
-                if pipeline.is_transaction() {
-                    count(1);
-                    return conn.req_packed_commands(pipeline, offset, count_);
-                }
+            Self::Cluster { conn, limit } => {
                 let slots = pipeline_slots(pipeline);
                 let first = slots.first().copied().flatten();
-                if slots.iter().all(|s| s.is_none() || *s == first) {
+                let one_slot = slots.iter().all(|s| s.is_none() || *s == first);
+                if pipeline.is_transaction() || one_slot {
                     count(1);
-                    return conn.req_packed_commands(pipeline, offset, count_);
+                    return Box::pin(bounded(
+                        *limit,
+                        conn.req_packed_commands(pipeline, offset, count_),
+                    ));
                 }
-                Box::pin(split_by_slot(conn.clone(), pipeline, slots))
+                Box::pin(bounded(*limit, split_by_slot(conn.clone(), pipeline, slots)))
             }
         }
     }
@@ -142,7 +177,7 @@ impl ConnectionLike for Connection {
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
+            Self::Cluster { conn, .. } => conn.get_db(),
         }
     }
 }
