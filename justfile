@@ -34,9 +34,32 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks: one 1,000-task batch end to end (time, Redis commands per task).
+# Benchmark at scale: the services as separate release processes on a private Redis, 2,000 x 10 and 200 x 100 tasks
+# (10 % failing), one JSON line per shape (knobs: SHAPES, B, K, INFLIGHT, REPS, RETENTION_SECS; see benches/scale).
 bench:
+    cargo bench -q -p gantry --bench scale
+
+# The old in-process benchmark: one 1,000-task batch through `gantry dev`'s stack (time, Redis commands per task).
+bench-inprocess:
     cargo bench -p gantry --bench end_to_end
+
+# The BullMQ peer benchmark (../shared/bench/bullmq) on the same redis-server build, both shapes, its JSON lines.
+bench-peer:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cd "{{justfile_directory()}}/../shared/bench/bullmq"
+    [ -d node_modules/bullmq ] || npm ci --no-audit --no-fund >&2
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    REDIS_PORT=$port B=2000 K=10 ./run.sh
+    REDIS_PORT=$port B=200 K=100 CONC=200 ./run.sh
+
+# Gantry and the peer, 3 runs each, interleaved; medians and ratios per shape (raw lines in $CARGO_TARGET_DIR/bench-results).
+bench-compare:
+    cargo bench -q -p gantry --bench scale -- compare
+
+# 200,000 tasks at a steady rate with retention 5 s: used_memory every 10 s, and at the end within 10 % of the start.
+soak:
+    cargo bench -q -p gantry --bench scale -- soak
 
 # Status calls per task and detection delay: Gantry's poll schedule against fixed 5 s polling (200 tasks).
 bench-polling:

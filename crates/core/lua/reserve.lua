@@ -12,12 +12,16 @@ if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   return { 1, tonumber(redis.call('HGET', KEYS[1], TENANT_BALANCE)) }
 end
 local amount = tonumber(ARGV[2])
-local balance = tonumber(redis.call('HGET', KEYS[1], TENANT_BALANCE) or '0')
+local money = redis.call('HMGET', KEYS[1], TENANT_BALANCE, TENANT_FROZEN)
+local balance, frozen = tonumber(money[1] or '0'), tonumber(money[2] or '0')
+if not balance or not frozen then
+  return redis.error_reply('the tenant hash holds credits that are not numbers')
+end
 if balance < amount then
   return { 0, balance }
 end
-balance = redis.call('HINCRBY', KEYS[1], TENANT_BALANCE, -amount)
-redis.call('HINCRBY', KEYS[1], TENANT_FROZEN, amount)
+balance = balance - amount
+redis.call('HSET', KEYS[1], TENANT_BALANCE, balance, TENANT_FROZEN, frozen + amount)
 redis.call('HSET', KEYS[2], ARGV[1], amount)
 local entry = redis.call('XADD', KEYS[3], '*', 'kind', 'freeze', 'amount', amount, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])
 redis.call('HSET', KEYS[6], ARGV[1], entry)

@@ -19,9 +19,15 @@ if charge > reserved then
   return redis.error_reply('charge exceeds the reservation')
 end
 local refund = reserved - charge
-redis.call('HINCRBY', KEYS[1], TENANT_FROZEN, -reserved)
-redis.call('HINCRBY', KEYS[1], TENANT_CHARGED, charge)
-local balance = redis.call('HINCRBY', KEYS[1], TENANT_BALANCE, refund)
+-- The three balances move together: one read, one write (the script is atomic, as HINCRBYs would be).
+local money = redis.call('HMGET', KEYS[1], TENANT_FROZEN, TENANT_CHARGED, TENANT_BALANCE)
+local frozen, spent, balance = tonumber(money[1] or '0'), tonumber(money[2] or '0'), tonumber(money[3] or '0')
+if not frozen or not spent or not balance then
+  return redis.error_reply('the tenant hash holds credits that are not numbers')
+end
+balance = balance + refund
+redis.call('HSET', KEYS[1], TENANT_FROZEN, frozen - reserved, TENANT_CHARGED, spent + charge,
+  TENANT_BALANCE, balance)
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], charge .. ':' .. refund)
 local charged = redis.call('XADD', KEYS[3], '*', 'kind', 'charge', 'amount', charge, 'batch_id', ARGV[1], 'balance', balance, 'at', ARGV[3])

@@ -17,3 +17,4 @@ mod observe;
 mod processes;
 mod provider;
 mod recovery;
+mod retention;
