@@ -67,10 +67,38 @@ pub struct Config {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RedisConfig {
+    /// The server's URL; in cluster mode, a comma-separated list of seed node URLs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<Secret>,
+    /// One server, or a Redis Cluster.
+    pub mode: RedisMode,
     pub key_prefix: String,
     pub partitions: u32,
+}
+
+/// How Gantry talks to Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server (or a proxy in front of several): `redis.url` is its URL.
+    #[default]
+    Standalone,
+    /// A Redis Cluster: `redis.url` lists seed nodes, comma-separated; commands follow their key's slot.
+    Cluster,
+}
+
+impl RedisConfig {
+    /// The URLs in `redis.url`: one in standalone mode, the seed nodes in cluster mode.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url
+            .as_ref()
+            .map_or_else(Vec::new, |url| split_urls(url.expose()))
+    }
+}
+
+/// The entries of a comma-separated URL list, trimmed, empty ones dropped.
+pub fn split_urls(list: &str) -> Vec<&str> {
+    list.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -382,9 +410,25 @@ impl Config {
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
             return invalid("redis.key_prefix", "must be non-empty and contain no braces");
         }
-        if let Some(url) = &self.redis.url {
-            if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) {
-                return invalid("redis.url", "must start with redis:// or rediss://");
+        if self.redis.url.is_some() {
+            let urls = self.redis.urls();
+            if urls.is_empty() {
+                return invalid("redis.url", "is empty");
+            }
+            if urls
+                .iter()
+                .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+            {
+                return invalid(
+                    "redis.url",
+                    "must start with redis:// or rediss:// (each URL, in cluster mode)",
+                );
+            }
+            if self.redis.mode == RedisMode::Standalone && urls.len() > 1 {
+                return invalid(
+                    "redis.url",
+                    "holds several URLs: a list of seed nodes needs redis.mode = \"cluster\" (GANTRY__REDIS__MODE)",
+                );
             }
         }
         if self.gateway.max_tasks_per_batch == 0 {
@@ -590,6 +634,36 @@ mod tests {
         assert!(err.to_string().contains("gateway.listen"), "{err}");
         let err = Config::load_from(None, env(&[("GANTRY__REDIS__PARTITIONS", "0")])).expect_err("invalid");
         assert!(err.to_string().contains("redis.partitions"), "{err}");
+        let err = Config::load_from(None, env(&[("GANTRY__REDIS__MODE", "sharded")])).expect_err("invalid");
+        assert!(err.to_string().contains("redis.mode"), "{err}");
+    }
+
+    #[test]
+    fn cluster_mode_takes_a_list_of_seed_nodes() {
+        assert_eq!(
+            Config::load_from(None, env(&[])).expect("valid").redis.mode,
+            RedisMode::Standalone
+        );
+        let seeds = "redis://127.0.0.1:7000, redis://127.0.0.1:7001,redis://127.0.0.1:7002";
+        let config = Config::load_from(
+            None,
+            env(&[("GANTRY__REDIS__MODE", "cluster"), ("GANTRY__REDIS__URL", seeds)]),
+        )
+        .expect("valid");
+        assert_eq!(config.redis.mode, RedisMode::Cluster);
+        assert_eq!(config.redis.urls().len(), 3);
+        // A list without cluster mode is refused at start-up, naming the key and the fix.
+        let err = Config::load_from(None, env(&[("GANTRY__REDIS__URL", seeds)])).expect_err("a list");
+        assert!(err.to_string().contains("redis.mode"), "{err}");
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("GANTRY__REDIS__MODE", "cluster"),
+                ("GANTRY__REDIS__URL", "redis://a:1,http://b:2"),
+            ]),
+        )
+        .expect_err("not redis");
+        assert!(err.to_string().contains("redis.url"), "{err}");
     }
 
     #[test]

@@ -3,16 +3,27 @@
 //! Each process reads under a unique consumer name. A message is acknowledged by the caller only after its
 //! effect is durable; messages left pending by a consumer that died are reclaimed with `XAUTOCLAIM` once they
 //! have been idle for `claim_idle`. On a clean shutdown the consumer removes itself when it holds nothing.
+//!
+//! On one Redis server a read is one `XREADGROUP` over every stream. A Redis Cluster refuses a read over streams
+//! of several slots, and a blocked read holds up every later command on its connection; so in cluster mode each
+//! stream has a reader task of its own, blocking on a connection of its own, that hands what it reads to the
+//! consumer through a channel (holding at most one read's worth ahead).
 
 use std::time::{Duration, Instant};
 
 use redis::{
-    aio::ConnectionManager,
     streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamReadOptions, StreamReadReply},
     AsyncCommands,
 };
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_util::sync::CancellationToken;
 
-use crate::{messages::Message, store::Result, Store};
+use crate::{
+    config::RedisMode,
+    messages::Message,
+    store::{Connection, Result, StoreError},
+    Store,
+};
 
 /// One delivered message.
 #[derive(Debug, Clone)]
@@ -73,12 +84,28 @@ pub struct ConsumerOptions {
 
 /// A consumer of one group over several streams.
 pub struct Consumer {
-    conn: ConnectionManager,
+    /// Group management and reclaims; in standalone mode the reads too (then it is the consumer's own).
+    conn: Connection,
+    reader: Reader,
     group: String,
     name: String,
     streams: Vec<String>,
     options: ConsumerOptions,
     last_claim: Option<Instant>,
+}
+
+/// Where new messages come from.
+enum Reader {
+    /// One `XREADGROUP` over every stream, on the consumer's connection.
+    AllStreams,
+    /// One reader task per stream (cluster mode), each blocking on a connection of its own.
+    PerStream {
+        deliveries: mpsc::Receiver<Result<Vec<Delivery>>>,
+        /// Asks the readers to stop after their current read.
+        stop: CancellationToken,
+        /// Aborted when the consumer is dropped without leaving.
+        readers: JoinSet<()>,
+    },
 }
 
 impl Consumer {
@@ -89,7 +116,10 @@ impl Consumer {
         streams: Vec<String>,
         options: ConsumerOptions,
     ) -> Result<Self> {
-        let mut conn = store.blocking_connection(options.block).await?;
+        let mut conn = match store.mode() {
+            RedisMode::Standalone => store.blocking_connection(options.block).await?,
+            RedisMode::Cluster => store.connection(),
+        };
         for stream in &streams {
             let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(stream, group, "0").await;
             match created {
@@ -99,8 +129,34 @@ impl Consumer {
             }
         }
         let name = format!("{group}-{}", uuid::Uuid::now_v7().simple());
+        let reader = match store.mode() {
+            RedisMode::Standalone => Reader::AllStreams,
+            RedisMode::Cluster => {
+                let (sender, deliveries) = mpsc::channel(streams.len().max(1));
+                let stop = CancellationToken::new();
+                let mut readers = JoinSet::new();
+                for stream in &streams {
+                    let read = StreamReader {
+                        conn: store.blocking_connection(options.block).await?,
+                        store: store.clone(),
+                        stream: stream.clone(),
+                        group: group.to_owned(),
+                        name: name.clone(),
+                        count: options.count,
+                        block: options.block,
+                    };
+                    readers.spawn(read.run(sender.clone(), stop.clone()));
+                }
+                Reader::PerStream {
+                    deliveries,
+                    stop,
+                    readers,
+                }
+            }
+        };
         Ok(Self {
             conn,
+            reader,
             group: group.to_owned(),
             name,
             streams,
@@ -119,22 +175,42 @@ impl Consumer {
         if !claimed.is_empty() {
             return Ok(claimed);
         }
-        let options = StreamReadOptions::default()
-            .group(&self.group, &self.name)
-            .count(self.options.count)
-            .block(usize::try_from(self.options.block.as_millis()).unwrap_or(usize::MAX));
-        let ids = vec![">"; self.streams.len()];
-        let reply: Option<StreamReadReply> = self.conn.xread_options(&self.streams, &ids, &options).await?;
-        Ok(reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|key| {
-                let stream = key.key;
-                key.ids
-                    .into_iter()
-                    .map(move |entry| Delivery::new(&stream, entry, 1))
-            })
-            .collect())
+        let deliveries = match &mut self.reader {
+            Reader::AllStreams => {
+                let options = read_options(&self.group, &self.name, self.options.count, self.options.block);
+                let ids = vec![">"; self.streams.len()];
+                let reply: Option<StreamReadReply> =
+                    self.conn.xread_options(&self.streams, &ids, &options).await?;
+                return Ok(new_deliveries(reply));
+            }
+            Reader::PerStream { deliveries, .. } => deliveries,
+        };
+        // What the readers have handed over, waiting up to `block` for the first read's worth. Failed reads queued
+        // meanwhile are taken too, so an outage costs one pause, not one per stream.
+        let first = match tokio::time::timeout(self.options.block, deliveries.recv()).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return Err(StoreError::reader("every stream reader has stopped".into())),
+            Err(_) => return Ok(Vec::new()),
+        };
+        let (mut out, mut failure) = (Vec::new(), None);
+        let mut next = Some(first);
+        while let Some(read) = next.take() {
+            match read {
+                Ok(more) => out.extend(more),
+                Err(e) => failure = Some(e),
+            }
+            if out.len() < self.options.count {
+                next = deliveries.try_recv().ok();
+            }
+        }
+        match failure {
+            Some(e) if out.is_empty() => Err(e),
+            Some(e) => {
+                tracing::warn!(group = %self.group, error = %e, "reading a stream failed");
+                Ok(out)
+            }
+            None => Ok(out),
+        }
     }
 
     /// Like [`Consumer::next`], but a failed read (Redis down or restarting) is logged and retried after a pause,
@@ -206,6 +282,17 @@ impl Consumer {
 
     /// Leaves the group if this consumer holds no pending message (otherwise they stay to be reclaimed).
     pub async fn leave(mut self) {
+        // No read may be in flight while the consumer checks what it holds and removes itself: a message
+        // delivered in between would be dropped with it.
+        if let Reader::PerStream { stop, readers, .. } = &mut self.reader {
+            stop.cancel();
+            let all_stopped = async { while readers.join_next().await.is_some() {} };
+            let wait = self.options.block + Duration::from_secs(1);
+            if tokio::time::timeout(wait, all_stopped).await.is_err() {
+                // A read still hangs (Redis unreachable): stay in the group; what it may hold is reclaimed later.
+                return;
+            }
+        }
         for stream in &self.streams {
             let pending: redis::RedisResult<redis::streams::StreamPendingCountReply> = self
                 .conn
@@ -220,6 +307,70 @@ impl Consumer {
                 .conn
                 .xgroup_delconsumer(stream, &self.group, &self.name)
                 .await;
+        }
+    }
+}
+
+fn read_options(group: &str, name: &str, count: usize, block: Duration) -> StreamReadOptions {
+    StreamReadOptions::default()
+        .group(group, name)
+        .count(count)
+        .block(usize::try_from(block.as_millis()).unwrap_or(usize::MAX))
+}
+
+fn new_deliveries(reply: Option<StreamReadReply>) -> Vec<Delivery> {
+    reply
+        .into_iter()
+        .flat_map(|r| r.keys)
+        .flat_map(|key| {
+            let stream = key.key;
+            key.ids
+                .into_iter()
+                .map(move |entry| Delivery::new(&stream, entry, 1))
+        })
+        .collect()
+}
+
+/// Reads one stream for a consumer, in cluster mode.
+struct StreamReader {
+    conn: Connection,
+    /// Makes a fresh connection after a failed read.
+    store: Store,
+    stream: String,
+    group: String,
+    name: String,
+    count: usize,
+    block: Duration,
+}
+
+impl StreamReader {
+    /// Reads until `stop` (checked between reads) or until the consumer is gone, handing over what it reads; after
+    /// a failed read (handed over too) it pauses a second and reads on a fresh connection.
+    async fn run(mut self, deliveries: mpsc::Sender<Result<Vec<Delivery>>>, stop: CancellationToken) {
+        let options = read_options(&self.group, &self.name, self.count, self.block);
+        while !stop.is_cancelled() {
+            let read: redis::RedisResult<Option<StreamReadReply>> =
+                self.conn.xread_options(&[&self.stream], &[">"], &options).await;
+            let failed = read.is_err();
+            let read = read.map(new_deliveries).map_err(Into::into);
+            if matches!(&read, Ok(d) if d.is_empty()) {
+                continue;
+            }
+            // Stopping with a read in hand leaves its messages pending: the consumer then stays in the group, and
+            // they are reclaimed.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                sent = deliveries.send(read) => if sent.is_err() { return },
+            }
+            if failed {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                if let Ok(conn) = self.store.blocking_connection(self.block).await {
+                    self.conn = conn;
+                }
+            }
         }
     }
 }

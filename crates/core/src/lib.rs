@@ -26,7 +26,8 @@ impl Store {
     /// Connects to the Redis of `config` (`redis.url` must be set).
     pub async fn from_config(config: &Config) -> Result<Self, StartError> {
         let url = config.redis.url.as_ref().ok_or(StartError::NoRedisUrl)?;
-        Ok(Self::connect(url.expose(), &config.redis.key_prefix, config.redis.partitions).await?)
+        let redis = &config.redis;
+        Ok(Self::connect_to(redis.mode, url.expose(), &redis.key_prefix, redis.partitions).await?)
     }
 
     /// Like [`Store::from_config`], but while Redis is unreachable it keeps trying (with a growing pause, logged),

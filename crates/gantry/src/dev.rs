@@ -1,13 +1,17 @@
 //! The local stack behind `gantry dev` and `just demo`: a private `redis-server` (when no `redis.url` is
-//! configured), the provider simulator, and all four services in one process.
+//! configured; a private three-node Redis Cluster when `redis.mode = cluster`), the provider simulator, and all
+//! four services in one process.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use gantry_core::{config::Secret, Config};
+use gantry_core::{
+    config::{RedisMode, Secret},
+    Config,
+};
 use gantry_sim::{SimConfig, SimHandle};
 use gantry_telemetry::metrics::{announce, Role};
-use gantry_testkit::RedisServer;
+use gantry_testkit::{RedisCluster, RedisServer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -37,18 +41,24 @@ pub struct DevStack {
     shutdown: CancellationToken,
     services: JoinSet<(&'static str, anyhow::Result<()>)>,
     _redis: Option<RedisServer>,
+    _redis_cluster: Option<RedisCluster>,
 }
 
 impl DevStack {
     /// Starts everything. The gateway and simulator bind their configured addresses (port 0 is fine); the
     /// provider client is pointed at the simulator.
     pub async fn start(mut config: Config) -> anyhow::Result<Self> {
-        let redis = match &config.redis.url {
-            Some(_) => None,
-            None => {
+        let (redis, redis_cluster) = match (&config.redis.url, config.redis.mode) {
+            (Some(_), _) => (None, None),
+            (None, RedisMode::Standalone) => {
                 let server = RedisServer::start().context("starting a private redis-server")?;
                 config.redis.url = Some(Secret::new(server.url()));
-                Some(server)
+                (Some(server), None)
+            }
+            (None, RedisMode::Cluster) => {
+                let cluster = RedisCluster::start().context("starting a private three-node Redis Cluster")?;
+                config.redis.url = Some(Secret::new(cluster.urls()));
+                (None, Some(cluster))
             }
         };
         let sim = gantry_sim::spawn(sim_config(&config)?)
@@ -83,6 +93,7 @@ impl DevStack {
             shutdown,
             services,
             _redis: redis,
+            _redis_cluster: redis_cluster,
         })
     }
 

@@ -4,6 +4,9 @@
 //! single blocking read on its own connection and bumps a per-batch counter; each response then fetches its new
 //! entries with a short read on the shared connection. So a gateway holds the same Redis connections whatever the
 //! number of open streams. The hub also counts each tenant's streams (`gateway.sse_max_per_tenant`).
+//!
+//! On a Redis Cluster the watcher reads per hash slot instead (one blocking connection per slot in use, at most one
+//! per partition), since a cluster refuses a read over several slots; see `gantry_core::store::EventWatcher`.
 
 use std::{
     collections::HashMap,

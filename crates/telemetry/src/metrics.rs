@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use opentelemetry::{
     global,
-    metrics::{Counter, Gauge, Histogram, UpDownCounter},
+    metrics::{Counter, Gauge, Histogram, ObservableCounter, UpDownCounter},
     KeyValue,
 };
 
@@ -52,6 +52,8 @@ pub struct Metrics {
     pub credits_reserved: Gauge<u64>,
     pub dead_letters: Counter<u64>,
     pub webhooks: Counter<u64>,
+    /// Reads [`gantry_core::store::round_trips`] at each collection.
+    pub redis_round_trips: ObservableCounter<u64>,
 }
 
 /// The instruments of this process.
@@ -189,6 +191,15 @@ impl Metrics {
                 .u64_counter("gantry.webhooks")
                 .with_unit("{request}")
                 .with_description("Provider callbacks received, by outcome")
+                .build(),
+            redis_round_trips: m
+                .u64_observable_counter("gantry.redis.round_trips")
+                .with_unit("{round_trip}")
+                .with_description(
+                    "Requests this process sent to Redis and waited for: one per command, one per pipeline or \
+                     transaction (per slot in cluster mode), blocking reads included",
+                )
+                .with_callback(|observer| observer.observe(gantry_core::store::round_trips(), &[]))
                 .build(),
         }
     }

@@ -1,5 +1,9 @@
-//! Test and dev support: a private `redis-server` on a free loopback port (the way redis-rs tests itself), and
-//! waiting on a condition with a deadline instead of sleeping.
+//! Test and dev support: a private `redis-server` on a free loopback port (the way redis-rs tests itself), a
+//! private three-master Redis Cluster, and waiting on a condition with a deadline instead of sleeping.
+
+mod cluster;
+
+pub use cluster::RedisCluster;
 
 use std::{
     future::Future,
@@ -106,7 +110,7 @@ impl Drop for RedisServer {
 /// than a hash table roughly halves the memory of a task.
 pub const RECOMMENDED_REDIS_SETTINGS: [&str; 2] = ["--hash-max-listpack-value", "1024"];
 
-fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> anyhow::Result<Child> {
+pub(crate) fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> anyhow::Result<Child> {
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
         .args(RECOMMENDED_REDIS_SETTINGS)
@@ -123,7 +127,7 @@ fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> anyhow::Result<C
         .context("starting redis-server (is it installed? `apt-get install redis-server`)")
 }
 
-fn ping(port: u16) -> bool {
+pub(crate) fn ping(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
         return false;

@@ -9,10 +9,14 @@
 //! - Streams are read through consumer groups and acknowledged after the effect is durable (`consumer.rs`).
 //! - A request with an `Idempotency-Key` keeps a record under its tenant's tag: a lease while it runs, then its
 //!   answer for replay (`idempotency.rs`).
+//! - Redis is one server or a Redis Cluster (`redis.mode`), behind one connection type (`connection.rs`): in
+//!   cluster mode commands follow their key's slot, pipelines over several partitions are split per slot, and
+//!   blocking stream reads name one stream (or one slot's streams) per command, each on a connection of its own.
 
 mod api_keys;
 mod audit;
 mod batches;
+mod connection;
 mod dead_letters;
 mod events;
 pub(crate) mod fields;
@@ -28,12 +32,12 @@ mod tenants;
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
+pub(crate) use self::connection::by_slot;
 pub use self::{
     api_keys::{ApiKeyInfo, KeyOwner, LEGACY_KEY_ID},
     audit::Audit,
     batches::Page,
+    connection::{round_trips, Connection},
     dead_letters::DeadLetter,
     events::{BatchEvent, EventWatcher},
     idempotency::{fingerprint, IdempotencyBegin, IdempotencyLease, IdempotentRequest, StoredAnswer},
@@ -43,7 +47,7 @@ pub use self::{
     tasks::{CancelBatch, Claim, Finish, Outcome, SettlementInput, Started, TaskRow},
     tenants::{Credits, Grant, LedgerEntry, Reservation, Settlement, MAX_GRANT},
 };
-use crate::keys::Keys;
+use crate::{config::RedisMode, keys::Keys};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -56,39 +60,55 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// A background reader of the store (cluster mode) that stopped or failed, as a client-side Redis error.
+    pub(crate) fn reader(why: String) -> Self {
+        Self::Redis(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "redis reader stopped",
+            why,
+        )))
+    }
+}
+
 /// A handle on Gantry's Redis data; cheap to clone (one multiplexed, self-reconnecting connection).
 #[derive(Clone)]
 pub struct Store {
-    client: redis::Client,
-    conn: ConnectionManager,
+    backend: connection::Backend,
+    conn: Connection,
     keys: Keys,
     scripts: std::sync::Arc<scripts::Scripts>,
 }
 
+/// How long a reply on the shared connection may take.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Store {
-    /// Connects to `url`; keys start with `prefix` and batches spread over `partitions`.
+    /// Connects to the standalone Redis at `url`; keys start with `prefix` and batches spread over `partitions`.
     pub async fn connect(url: &str, prefix: &str, partitions: u32) -> Result<Self> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new_with_config(client.clone(), Self::manager_config(None)).await?;
+        Self::connect_to(RedisMode::Standalone, url, prefix, partitions).await
+    }
+
+    /// Connects to Redis in `mode`: `urls` is one server's URL, or a Redis Cluster's seed nodes (comma-separated).
+    pub async fn connect_to(mode: RedisMode, urls: &str, prefix: &str, partitions: u32) -> Result<Self> {
+        let backend = connection::Backend::open(mode, urls)?;
+        let conn = backend.connect(RESPONSE_TIMEOUT).await?;
         Ok(Self {
-            client,
+            backend,
             conn,
             keys: Keys::new(prefix, partitions),
             scripts: std::sync::Arc::new(scripts::Scripts::load()),
         })
     }
 
-    fn manager_config(response_timeout: Option<Duration>) -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(response_timeout.unwrap_or(Duration::from_secs(5))))
-            .set_max_delay(Duration::from_secs(2))
+    /// Whether this store talks to a Redis Cluster.
+    pub fn mode(&self) -> RedisMode {
+        self.backend.mode()
     }
 
     /// A connection of its own, for blocking reads (`XREADGROUP BLOCK`) that must not stall the shared one.
-    pub(crate) async fn blocking_connection(&self, longest_block: Duration) -> Result<ConnectionManager> {
-        let config = Self::manager_config(Some(longest_block + Duration::from_secs(5)));
-        Ok(ConnectionManager::new_with_config(self.client.clone(), config).await?)
+    pub(crate) async fn blocking_connection(&self, longest_block: Duration) -> Result<Connection> {
+        Ok(self.backend.connect(longest_block + RESPONSE_TIMEOUT).await?)
     }
 
     pub fn keys(&self) -> &Keys {
@@ -96,7 +116,7 @@ impl Store {
     }
 
     /// The shared connection, for reads that have no script of their own.
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    pub(crate) fn connection(&self) -> Connection {
         self.conn.clone()
     }
 

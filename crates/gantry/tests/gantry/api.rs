@@ -267,7 +267,7 @@ async fn lists_page_newest_first_and_by_index() {
 }
 
 /// Reads a whole SSE response into (id, event, data) triples.
-async fn read_events(
+pub(crate) async fn read_events(
     app: &TestApp,
     key: &str,
     batch_id: &str,

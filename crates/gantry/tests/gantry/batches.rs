@@ -4,11 +4,16 @@ use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::{sora, veo, TestApp};
+use crate::common::{sora, veo, Backend, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parallel_batch_with_two_failures_settles_to_the_credit() {
-    let app = TestApp::start().await;
+    parallel_batch(Backend::Standalone).await;
+}
+
+/// A parallel batch with two failures, on a Redis of `backend`; the stack it ran on.
+pub(crate) async fn parallel_batch(backend: Backend) -> TestApp {
+    let app = TestApp::on(backend).await;
     let (_, key) = app.tenant(500).await;
     let tasks = vec![
         sora("a harbour at dawn", 10),
@@ -58,11 +63,17 @@ async fn a_parallel_batch_with_two_failures_settles_to_the_credit() {
     }
     // Every remote task was created exactly once.
     assert_eq!(app.stack.sim.stats().creates, 6);
+    app
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_runs_in_order_and_hands_on_each_last_frame() {
-    let app = TestApp::start().await;
+    chain_batch(Backend::Standalone).await;
+}
+
+/// A chain of three shots, on a Redis of `backend`; the stack it ran on.
+pub(crate) async fn chain_batch(backend: Backend) -> TestApp {
+    let app = TestApp::on(backend).await;
     let (_, key) = app.tenant(100).await;
     let batch_id = app
         .submit(
@@ -90,11 +101,17 @@ async fn a_chain_runs_in_order_and_hands_on_each_last_frame() {
         let last_frame = tasks[i - 1]["output"]["last_frame_url"].as_str().unwrap();
         assert_eq!(after.first_frame_url.as_deref(), Some(last_frame));
     }
+    app
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_in_a_chain_cancels_and_refunds_the_rest() {
-    let app = TestApp::start().await;
+    failing_chain(Backend::Standalone).await;
+}
+
+/// A chain whose second shot fails, on a Redis of `backend`; the stack it ran on.
+pub(crate) async fn failing_chain(backend: Backend) -> TestApp {
+    let app = TestApp::on(backend).await;
     let (_, key) = app.tenant(100).await;
     let body = json!({"mode": "chain", "tasks": [veo("one"), veo("two [sim:fail]"), veo("three"), sora("four", 10)]});
     let batch_id = app.submit(&key, &body).await;
@@ -120,6 +137,7 @@ async fn a_failure_in_a_chain_cancels_and_refunds_the_rest() {
     // The cancelled shots never reached the provider.
     assert_eq!(app.stack.sim.stats().creates, 2);
     assert_eq!(app.credits(&key).await["balance"], 100 - 8);
+    app
 }
 
 /// Every key with its type and size, to compare Redis before and after a rejected request. The tenant's

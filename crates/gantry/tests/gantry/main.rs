@@ -10,6 +10,7 @@ mod api;
 mod batches;
 mod cancel;
 mod chaos;
+mod cluster;
 mod common;
 mod idempotency;
 mod observe;

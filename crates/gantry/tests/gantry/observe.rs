@@ -17,7 +17,7 @@ use std::{
 };
 
 use axum::{body::Bytes, extract::State, routing::post, Router};
-use gantry_testkit::{free_port, wait_for, RedisServer};
+use gantry_testkit::{free_port, wait_for};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
     common::v1::{any_value, KeyValue},
@@ -25,7 +25,10 @@ use opentelemetry_proto::tonic::{
 use prost::Message as _;
 use serde_json::{json, Value};
 
-use crate::common::cluster::{Cluster, PROC_ADMIN_TOKEN};
+use crate::common::{
+    cluster::{Cluster, PROC_ADMIN_TOKEN},
+    Backend, TestRedis,
+};
 
 /// The web app's trace context on the request that creates the batch.
 const WEB_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -205,6 +208,20 @@ fn repo_file(path: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
+    observe(Backend::Standalone, Checks::All).await;
+}
+
+/// What [`observe`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checks {
+    /// The trace, the dashboards and alert rules (with a real Prometheus), the logs.
+    All,
+    /// The trace only (and that every process exports its Redis round trips).
+    Trace,
+}
+
+/// The observability run on a Redis of `backend`.
+pub(crate) async fn observe(backend: Backend, checks: Checks) {
     let (receiver, otlp) = start_receiver().await;
     let logs = TempDir::new("logs");
     let telemetry = [
@@ -218,7 +235,7 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
         ("GANTRY__RETRY__TRANSIENT_BASE_MS", "20"),
         ("GANTRY__RETRY__RATE_LIMITED_BASE_MS", "20"),
     ];
-    let mut cluster = Cluster::start_on(RedisServer::start().unwrap(), &["sim"], &telemetry);
+    let mut cluster = Cluster::start_on(TestRedis::start(backend), &["sim"], &telemetry);
     let mut targets = vec![(
         "gateway",
         cluster.gateway_admin.trim_start_matches("http://").to_owned(),
@@ -231,7 +248,7 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
         cluster.spawn_logged(role, &env, &logs.0.join(format!("{role}.log")));
         targets.push((role, listen));
     }
-    let prometheus = Prometheus::start(&targets);
+    let prometheus = (checks == Checks::All).then(|| Prometheus::start(&targets));
     let http = reqwest::Client::new();
     let key = cluster.ready_tenant(&http, 10_000).await;
 
@@ -371,6 +388,30 @@ async fn one_trace_per_task_dashboards_with_data_and_clean_logs() {
         *receiver.metric_exports.lock().unwrap() > 0,
         "metrics were pushed over OTLP"
     );
+    // Every process counts its Redis round trips, and they moved.
+    for (role, target) in &targets {
+        let text = http
+            .get(format!("http://{target}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let round_trips = text
+            .lines()
+            .find(|l| l.starts_with("gantry_redis_round_trips_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(
+            round_trips.is_some_and(|n| n > 0.0),
+            "{role}: no gantry_redis_round_trips_total in /metrics: {round_trips:?}"
+        );
+    }
+    let Some(prometheus) = prometheus else {
+        println!("observe ({backend:?}): {} spans in the trace", spans.len());
+        return;
+    };
 
     // 2. Every dashboard query parses and returns data; every alert rule parses.
     let mut dashboard_exprs = Vec::new();

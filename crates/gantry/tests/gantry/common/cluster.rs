@@ -3,6 +3,8 @@
 use std::{process::Stdio, time::Duration};
 
 use gantry_testkit::{free_port, wait_for, RedisServer};
+
+use super::TestRedis;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
@@ -22,7 +24,7 @@ pub struct Cluster {
     /// The gateway's admin listener (admin API, `/metrics`).
     pub gateway_admin: String,
     pub sim: String,
-    pub redis: RedisServer,
+    pub redis: TestRedis,
 }
 
 impl Cluster {
@@ -38,12 +40,14 @@ impl Cluster {
         Self::start_on(RedisServer::start().unwrap(), services, extra)
     }
 
-    /// Like [`Cluster::start_with`] on a Redis of the caller's.
-    pub fn start_on(redis: RedisServer, services: &[&str], extra: &[(&str, &str)]) -> Self {
+    /// Like [`Cluster::start_with`] on a Redis of the caller's (a server or a Redis Cluster).
+    pub fn start_on(redis: impl Into<TestRedis>, services: &[&str], extra: &[(&str, &str)]) -> Self {
+        let redis = redis.into();
         let (gateway_port, sim_port) = (free_port().unwrap(), free_port().unwrap());
         let admin_port = free_port().unwrap();
         let env: Vec<(String, String)> = [
             ("GANTRY__REDIS__URL", redis.url()),
+            ("GANTRY__REDIS__MODE", redis.mode_name().into()),
             ("GANTRY__GATEWAY__LISTEN", format!("127.0.0.1:{gateway_port}")),
             ("GANTRY__GATEWAY__ADMIN_LISTEN", format!("127.0.0.1:{admin_port}")),
             ("GANTRY__GATEWAY__ADMIN_TOKEN", PROC_ADMIN_TOKEN.into()),

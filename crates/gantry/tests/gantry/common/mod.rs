@@ -1,13 +1,17 @@
-//! Test support: a whole Gantry stack per test (its own redis-server on a free port, the simulator over real
-//! HTTP, all four services), driven over HTTP like the web app drives it.
+//! Test support: a whole Gantry stack per test (its own redis-server on a free port, or its own Redis Cluster, the
+//! simulator over real HTTP, all four services), driven over HTTP like the web app drives it.
 
 pub mod cluster;
 
 use std::time::Duration;
 
 use gantry::dev::DevStack;
-use gantry_core::{config::Secret, Config};
-use gantry_testkit::wait_for;
+use gantry_core::{
+    config::{RedisMode, Secret},
+    store::Connection,
+    Config, Store,
+};
+use gantry_testkit::{wait_for, RedisCluster, RedisServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -44,12 +48,92 @@ pub fn test_config() -> Config {
     config
 }
 
+/// The Redis a test runs on: the same tests run on one server and on a Redis Cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Standalone,
+    Cluster,
+}
+
+/// A private Redis of one [`Backend`], stopped on drop.
+pub enum TestRedis {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl TestRedis {
+    pub fn start(backend: Backend) -> Self {
+        match backend {
+            Backend::Standalone => Self::Server(RedisServer::start().unwrap()),
+            Backend::Cluster => Self::Cluster(RedisCluster::start().unwrap()),
+        }
+    }
+
+    /// One that persists every write, for crash tests.
+    pub fn start_durable(backend: Backend) -> Self {
+        match backend {
+            Backend::Standalone => Self::Server(RedisServer::start_durable().unwrap()),
+            Backend::Cluster => Self::Cluster(RedisCluster::start_durable().unwrap()),
+        }
+    }
+
+    /// `redis.url`: the server's URL, or the cluster's seed nodes.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Server(server) => server.url(),
+            Self::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    /// `redis.mode`.
+    pub fn mode(&self) -> RedisMode {
+        match self {
+            Self::Server(_) => RedisMode::Standalone,
+            Self::Cluster(_) => RedisMode::Cluster,
+        }
+    }
+
+    /// The `redis.mode` value, as an environment variable takes it.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode() {
+            RedisMode::Standalone => "standalone",
+            RedisMode::Cluster => "cluster",
+        }
+    }
+
+    /// Kills the server, or the cluster node `node` (modulo the node count), at once; then starts it again
+    /// after `down`, with what it persisted.
+    pub async fn crash_and_restart(&mut self, node: usize, down: Duration) {
+        match self {
+            Self::Server(server) => {
+                server.kill();
+                tokio::time::sleep(down).await;
+                server.restart().unwrap();
+            }
+            Self::Cluster(cluster) => {
+                let node = node % cluster.ports().len();
+                cluster.kill(node);
+                tokio::time::sleep(down).await;
+                cluster.restart(node).unwrap();
+            }
+        }
+    }
+}
+
+impl From<RedisServer> for TestRedis {
+    fn from(server: RedisServer) -> Self {
+        Self::Server(server)
+    }
+}
+
 pub struct TestApp {
     pub stack: DevStack,
     pub http: reqwest::Client,
     pub base: String,
     /// The admin listener: the admin API and `/metrics`.
     pub admin_base: String,
+    /// The test's own Redis when it is not the stack's private redis-server.
+    _redis: Option<TestRedis>,
 }
 
 impl TestApp {
@@ -58,7 +142,21 @@ impl TestApp {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on_with(Backend::Standalone, tweak).await
+    }
+
+    /// A stack on a Redis of `backend` (the stack's private redis-server when standalone).
+    pub async fn on(backend: Backend) -> Self {
+        Self::start_on_with(backend, |_| {}).await
+    }
+
+    pub async fn start_on_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config();
+        let redis = (backend == Backend::Cluster).then(|| TestRedis::start(backend));
+        if let Some(redis) = &redis {
+            config.redis.url = Some(Secret::new(redis.url()));
+            config.redis.mode = redis.mode();
+        }
         tweak(&mut config);
         let stack = DevStack::start(config).await.unwrap();
         let (base, admin_base) = (stack.gateway_url(), stack.admin_url());
@@ -67,6 +165,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             base,
             admin_base,
+            _redis: redis,
         };
         app.wait_ready().await;
         app
@@ -78,15 +177,21 @@ impl TestApp {
         let streams: Vec<String> = (0..keys.partitions())
             .flat_map(|p| [keys.submit_stream(p), keys.settle_stream(p)])
             .collect();
-        let conn = self.redis().await;
+        let conn = self.connection().await;
         wait_for(
             "the workers to join their streams",
             Duration::from_secs(20),
             || {
                 let (mut conn, streams) = (conn.clone(), streams.clone());
                 async move {
-                    let existing: usize = redis::cmd("EXISTS").arg(&streams).query_async(&mut conn).await?;
-                    Ok((existing == streams.len()).then_some(()))
+                    // One key per command: a cluster refuses a multi-key EXISTS across slots.
+                    for stream in &streams {
+                        let exists: bool = redis::cmd("EXISTS").arg(stream).query_async(&mut conn).await?;
+                        if !exists {
+                            return Ok(None);
+                        }
+                    }
+                    Ok(Some(()))
                 }
             },
         )
@@ -94,7 +199,35 @@ impl TestApp {
         .unwrap();
     }
 
-    /// A direct connection to the stack's Redis, to look behind the API.
+    /// A connection to the stack's Redis, whichever the backend.
+    pub async fn connection(&self) -> Connection {
+        let redis = &self.stack.config.redis;
+        Connection::open(redis.mode, redis.url.as_ref().unwrap().expose())
+            .await
+            .unwrap()
+    }
+
+    /// A store on the stack's Redis, to look behind the API.
+    pub async fn store(&self) -> Store {
+        let redis = &self.stack.config.redis;
+        let url = redis.url.as_ref().unwrap().expose();
+        Store::connect_to(redis.mode, url, &redis.key_prefix, redis.partitions)
+            .await
+            .unwrap()
+    }
+
+    /// Checks every tenant's books (what `gantry admin verify-ledger` does): panics on any violation.
+    pub async fn verify_ledger(&self) {
+        let store = self.store().await;
+        let tenants = store.tenant_ids().await.unwrap();
+        assert!(!tenants.is_empty());
+        for tenant in tenants {
+            let audit = store.audit_tenant(&tenant).await.unwrap();
+            assert!(audit.violations.is_empty(), "{tenant}: {:?}", audit.violations);
+        }
+    }
+
+    /// A direct connection to the stack's (standalone) Redis, to look behind the API.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         let url = self.stack.config.redis.url.as_ref().unwrap().expose().to_owned();
         redis::Client::open(url)
