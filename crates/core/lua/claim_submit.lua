@@ -1,31 +1,72 @@
--- claim_submit: a submitter takes a queued task (queued -> submitting) and starts a new attempt. A task left in
+-- claim_submit: submitters take queued tasks (queued -> submitting), each with a new attempt. A task left in
 -- `submitting` by a submitter that died (its lease ran out) is taken over the same way, with a new attempt.
--- KEYS[1] task hash, KEYS[2] batch hash, KEYS[3] batch events stream
+-- Claims several tasks of one partition in one call; each batch is read and written once, however many of its
+-- tasks are claimed.
+-- KEYS[3i-2] task hash, KEYS[3i-1] its batch hash, KEYS[3i] its batch events stream, for each task i
 -- ARGV[1] now (ms), ARGV[2] lease (ms)
--- Returns {'ok', attempt, model, spec, chain_first_frame, tenant_id} or {'skip', current status} (or {'skip', 'missing'}).
-local status = redis.call('HGET', KEYS[1], TASK_STATUS)
-if not status then
-  return { 'skip', 'missing' }
-end
+-- Returns one answer per task, in order: {'ok', attempt, model, spec, chain_first_frame, tenant_id}, or
+-- {'skip', current status} ({'skip', 'missing'} when there is no such task; a queued task of a batch being
+-- cancelled is skipped too: the cancel finishes it).
 local now = tonumber(ARGV[1])
-local expired = status == 'submitting' and tonumber(redis.call('HGET', KEYS[1], TASK_LEASE_UNTIL) or '0') < now
-if status ~= 'queued' and not expired then
-  return { 'skip', status }
+local lease_until = now + tonumber(ARGV[2])
+local batches = {}
+local order = {}
+local answers = {}
+
+local function batch_of(batch_key)
+  local state = batches[batch_key]
+  if not state then
+    local b = redis.call('HMGET', batch_key, BATCH_STATUS, BATCH_ID, counter_fields())
+    state = { status = b[1], id = b[2], counts = counts_from(b, 3), claimed = 0 }
+    batches[batch_key] = state
+    order[#order + 1] = batch_key
+  end
+  return state
 end
-if redis.call('HGET', KEYS[2], BATCH_STATUS) == 'cancelling' then
-  return { 'skip', 'cancelling' }
+
+for i = 1, #KEYS, 3 do
+  local task_key, batch_key, events_key = KEYS[i], KEYS[i + 1], KEYS[i + 2]
+  local t = redis.call('HMGET', task_key, TASK_STATUS, TASK_LEASE_UNTIL, TASK_ATTEMPTS, TASK_ID, TASK_INDEX,
+    TASK_PROGRESS, TASK_MODEL, TASK_SPEC, TASK_CHAIN_FIRST_FRAME, TASK_TENANT_ID)
+  local status = t[1]
+  local expired = status == 'submitting' and (tonumber(t[2]) or 0) < now
+  local answer
+  if not status then
+    answer = { 'skip', 'missing' }
+  elseif status ~= 'queued' and not expired then
+    answer = { 'skip', status }
+  else
+    local batch = batch_of(batch_key)
+    if batch.status == 'cancelling' then
+      -- The cancel in progress finishes this task; nothing to submit.
+      answer = { 'skip', status }
+    else
+      local attempt = (tonumber(t[3]) or 0) + 1
+      redis.call('HSET', task_key, TASK_STATUS, 'submitting', TASK_ATTEMPTS, attempt, TASK_LEASE_UNTIL, lease_until,
+        TASK_UPDATED_AT, now, TASK_CLAIMED_AT, now)
+      emit_task_values(events_key, t[4], t[5], 'submitting', t[6], attempt)
+      if status == 'queued' then
+        batch.counts.queued = batch.counts.queued - 1
+        batch.counts.running = batch.counts.running + 1
+        batch.claimed = batch.claimed + 1
+        batch.events = events_key
+      end
+      answer = { 'ok', attempt, t[7], t[8], t[9] or '', t[10] or '' }
+    end
+  end
+  answers[#answers + 1] = answer
 end
-local attempt = redis.call('HINCRBY', KEYS[1], TASK_ATTEMPTS, 1)
-redis.call('HSET', KEYS[1], TASK_STATUS, 'submitting', TASK_LEASE_UNTIL, now + tonumber(ARGV[2]),
-  TASK_UPDATED_AT, now, TASK_CLAIMED_AT, now)
-if status == 'queued' then
-  redis.call('HINCRBY', KEYS[2], BATCH_N_QUEUED, -1)
-  redis.call('HINCRBY', KEYS[2], BATCH_N_RUNNING, 1)
+
+for _, batch_key in ipairs(order) do
+  local batch = batches[batch_key]
+  if batch.claimed > 0 then
+    if batch.status == 'queued' then
+      batch.status = 'in_progress'
+      redis.call('HSET', batch_key, BATCH_STATUS, batch.status, counter_values(batch.counts))
+      emit_batch_counts(batch.events, batch.id, batch.status, batch.counts)
+    else
+      redis.call('HSET', batch_key, counter_values(batch.counts))
+    end
+  end
 end
-emit_task(KEYS[3], KEYS[1])
-if redis.call('HGET', KEYS[2], BATCH_STATUS) == 'queued' then
-  redis.call('HSET', KEYS[2], BATCH_STATUS, 'in_progress')
-  emit_batch(KEYS[3], KEYS[2])
-end
-local t = redis.call('HMGET', KEYS[1], TASK_MODEL, TASK_SPEC, TASK_CHAIN_FIRST_FRAME, TASK_TENANT_ID)
-return { 'ok', attempt, t[1], t[2], t[3] or '', t[4] or '' }
+return answers

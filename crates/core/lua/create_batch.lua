@@ -29,5 +29,9 @@ for i, task in ipairs(tasks) do
   end
 end
 redis.call('ZADD', KEYS[4], tonumber(batch[BATCH_CREATED_AT]), batch[BATCH_ID])
-emit_batch(KEYS[3], KEYS[1])
+local counters = {}
+for i, field in ipairs({ counter_fields() }) do
+  counters[i] = batch[field]
+end
+emit_batch_counts(KEYS[3], batch[BATCH_ID], batch[BATCH_STATUS], counts_from(counters, 1))
 return 1

@@ -1,86 +1,119 @@
--- finish_task: moves a task to a terminal state (succeeded | failed | cancelled) and does everything that follows
+-- finish_task: moves tasks to a terminal state (succeeded | failed | cancelled) and does everything that follows
 -- in the batch's slot: counters, the chain hand-off (queue the next shot, or cancel the rest), and, when the last
--- task of the batch is terminal, batch -> settling (or stays cancelling) plus a settle message.
--- KEYS[1] task hash, KEYS[2] batch hash, KEYS[3] poll schedule, KEYS[4] submit stream, KEYS[5] batch events,
--- KEYS[6] settle stream, KEYS[7] retry schedule
--- ARGV[1] now (ms), ARGV[2] attempt ('' = any), ARGV[3] new status, ARGV[4] output url, ARGV[5] last frame url,
--- ARGV[6] failure code, ARGV[7] failure message, ARGV[8] task key prefix (the task id is appended),
--- ARGV[9] the batch's task id stem (a task's index is appended), ARGV[10] batch id
--- Returns 1 when applied, 0 when the task was already terminal or belongs to another attempt.
-local t = redis.call('HMGET', KEYS[1], TASK_STATUS, TASK_ATTEMPTS, TASK_ID, TASK_INDEX, TASK_PRICE)
-local status = t[1]
-if not status or is_terminal(status) then
-  return 0
-end
-if ARGV[2] ~= '' and t[2] ~= ARGV[2] then
-  return 0
-end
-local now = ARGV[1]
-local new_status = ARGV[3]
-redis.call('HSET', KEYS[1], TASK_STATUS, new_status, TASK_FINISHED_AT, now, TASK_UPDATED_AT, now)
-redis.call('HDEL', KEYS[1], TASK_LEASE_UNTIL)
-redis.call('ZREM', KEYS[3], t[3])
-redis.call('ZREM', KEYS[7], t[3])
-if status == 'queued' then
-  redis.call('HINCRBY', KEYS[2], BATCH_N_QUEUED, -1)
-else
-  redis.call('HINCRBY', KEYS[2], BATCH_N_RUNNING, -1)
-end
-if new_status == 'succeeded' then
-  redis.call('HSET', KEYS[1], TASK_PROGRESS, 100, TASK_OUTPUT_URL, ARGV[4])
-  if ARGV[5] ~= '' then
-    redis.call('HSET', KEYS[1], TASK_LAST_FRAME_URL, ARGV[5])
-  end
-  redis.call('HINCRBY', KEYS[2], BATCH_N_SUCCEEDED, 1)
-  redis.call('HINCRBY', KEYS[2], BATCH_COST_SUCCEEDED, tonumber(t[5]))
-elseif new_status == 'cancelled' then
-  redis.call('HSET', KEYS[1], TASK_FAILURE_CODE, ARGV[6], TASK_FAILURE_MESSAGE, ARGV[7])
-  redis.call('HINCRBY', KEYS[2], BATCH_N_CANCELLED, 1)
-else
-  redis.call('HSET', KEYS[1], TASK_FAILURE_CODE, ARGV[6], TASK_FAILURE_MESSAGE, ARGV[7])
-  redis.call('HINCRBY', KEYS[2], BATCH_N_FAILED, 1)
-end
-emit_task(KEYS[5], KEYS[1])
+-- task of the batch is terminal, batch -> settling (or stays cancelling) plus a settle message. Several tasks of one
+-- partition go in one call, each finished in turn as if alone.
+-- KEYS[1] poll schedule, KEYS[2] submit stream, KEYS[3] settle stream, KEYS[4] retry schedule (the partition's),
+-- then KEYS[3i+2] task hash, KEYS[3i+3] its batch hash, KEYS[3i+4] its batch events stream, for each task i
+-- ARGV[1] task key prefix (the task id is appended), then for each task i, from j = 9(i-1)+1:
+-- ARGV[j+1] now (ms), ARGV[j+2] attempt ('' = any), ARGV[j+3] new status, ARGV[j+4] output url,
+-- ARGV[j+5] last frame url, ARGV[j+6] failure code, ARGV[j+7] failure message, ARGV[j+8] batch id,
+-- ARGV[j+9] the batch's task id stem (a task's index is appended)
+-- Returns, per task in order, 1 when applied, 0 when the task was already terminal or belongs to another attempt.
+local polls_key, submit_key, settle_key, retries_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local task_prefix = ARGV[1]
 
-local batch_id = ARGV[10]
-local b = redis.call('HMGET', KEYS[2], BATCH_MODE, BATCH_TOTAL, BATCH_STATUS, BATCH_TRACEPARENT)
-if b[1] == 'chain' then
-  local total = tonumber(b[2])
-  local first = tonumber(t[4]) + 1
+local function finish(task_key, batch_key, events_key, now, attempt, new_status, url, frame, code, message, batch_id,
+    stem)
+  local t = redis.call('HMGET', task_key, TASK_STATUS, TASK_ATTEMPTS, TASK_ID, TASK_INDEX, TASK_PRICE, TASK_PROGRESS)
+  local status = t[1]
+  if not status or is_terminal(status) then
+    return 0
+  end
+  if attempt ~= '' and t[2] ~= attempt then
+    return 0
+  end
+  local progress = t[6]
+  local fields = { TASK_STATUS, new_status, TASK_FINISHED_AT, now, TASK_UPDATED_AT, now }
   if new_status == 'succeeded' then
-    -- The next shot starts from this one's last frame (unless it was cancelled meanwhile).
-    if first < total and b[3] ~= 'cancelling' then
-      local next_id = ARGV[9] .. first
-      local next_key = ARGV[8] .. next_id
-      if redis.call('HGET', next_key, TASK_STATUS) == 'queued' then
-        if ARGV[5] ~= '' then
-          redis.call('HSET', next_key, TASK_CHAIN_FIRST_FRAME, ARGV[5])
-        end
-        xadd_message(KEYS[4], submit_task_message(next_id, batch_id), b[4])
-      end
+    progress = 100
+    fields[#fields + 1] = TASK_PROGRESS
+    fields[#fields + 1] = progress
+    fields[#fields + 1] = TASK_OUTPUT_URL
+    fields[#fields + 1] = url
+    if frame ~= '' then
+      fields[#fields + 1] = TASK_LAST_FRAME_URL
+      fields[#fields + 1] = frame
     end
   else
-    -- The chain is broken: no later shot can start.
-    local why = 'an earlier shot of the chain ' .. (new_status == 'cancelled' and 'was cancelled' or 'failed')
-    for j = first, total - 1 do
-      local next_key = ARGV[8] .. ARGV[9] .. j
-      if redis.call('HGET', next_key, TASK_STATUS) == 'queued' then
-        redis.call('HSET', next_key, TASK_STATUS, 'cancelled', TASK_FINISHED_AT, now, TASK_UPDATED_AT, now,
-          TASK_FAILURE_CODE, 'cancelled', TASK_FAILURE_MESSAGE, why)
-        redis.call('HINCRBY', KEYS[2], BATCH_N_QUEUED, -1)
-        redis.call('HINCRBY', KEYS[2], BATCH_N_CANCELLED, 1)
-        emit_task(KEYS[5], next_key)
+    fields[#fields + 1] = TASK_FAILURE_CODE
+    fields[#fields + 1] = code
+    fields[#fields + 1] = TASK_FAILURE_MESSAGE
+    fields[#fields + 1] = message
+  end
+  redis.call('HSET', task_key, unpack(fields))
+  -- Only a running task is on the poll schedule, and only a queued one can wait on the retry schedule.
+  if status == 'running' then
+    redis.call('ZREM', polls_key, t[3])
+  elseif status == 'queued' then
+    redis.call('ZREM', retries_key, t[3])
+  end
+  emit_task_values(events_key, t[3], t[4], new_status, progress, t[2])
+
+  -- The batch is read once and written once: its counters move in Lua, then go back in one HSET.
+  local b = redis.call('HMGET', batch_key, BATCH_MODE, BATCH_STATUS, BATCH_TRACEPARENT, BATCH_COST_SUCCEEDED,
+    counter_fields())
+  local batch_status = b[2]
+  if not batch_status then
+    return 1
+  end
+  local c = counts_from(b, 5)
+  if status == 'queued' then
+    c.queued = c.queued - 1
+  else
+    c.running = c.running - 1
+  end
+  c[new_status] = c[new_status] + 1
+  local cost_succeeded = tonumber(b[4]) or 0
+  if new_status == 'succeeded' then
+    cost_succeeded = cost_succeeded + tonumber(t[5])
+  end
+
+  if b[1] == 'chain' then
+    local first = tonumber(t[4]) + 1
+    if new_status == 'succeeded' then
+      -- The next shot starts from this one's last frame (unless it was cancelled meanwhile).
+      if first < c.total and batch_status ~= 'cancelling' then
+        local next_id = stem .. first
+        local next_key = task_prefix .. next_id
+        if redis.call('HGET', next_key, TASK_STATUS) == 'queued' then
+          if frame ~= '' then
+            redis.call('HSET', next_key, TASK_CHAIN_FIRST_FRAME, frame)
+          end
+          xadd_message(submit_key, submit_task_message(next_id, batch_id), b[3])
+        end
+      end
+    else
+      -- The chain is broken: no later shot can start.
+      local why = 'an earlier shot of the chain ' .. (new_status == 'cancelled' and 'was cancelled' or 'failed')
+      for j = first, c.total - 1 do
+        local next_key = task_prefix .. stem .. j
+        if redis.call('HGET', next_key, TASK_STATUS) == 'queued' then
+          redis.call('HSET', next_key, TASK_STATUS, 'cancelled', TASK_FINISHED_AT, now, TASK_UPDATED_AT, now,
+            TASK_FAILURE_CODE, 'cancelled', TASK_FAILURE_MESSAGE, why)
+          c.queued = c.queued - 1
+          c.cancelled = c.cancelled + 1
+          emit_task(events_key, next_key)
+        end
       end
     end
   end
+
+  local finished = c.succeeded + c.failed + c.cancelled >= c.total
+  if finished and batch_status ~= 'cancelling' then
+    batch_status = 'settling'
+  end
+  redis.call('HSET', batch_key, BATCH_STATUS, batch_status, BATCH_COST_SUCCEEDED, cost_succeeded, counter_values(c))
+  if finished then
+    xadd_message(settle_key, settle_batch_message(batch_id), b[3])
+  end
+  emit_batch_counts(events_key, batch_id, batch_status, c)
+  return 1
 end
 
-local c = counts_of(KEYS[2])
-if c.succeeded + c.failed + c.cancelled >= c.total then
-  if b[3] ~= 'cancelling' then
-    redis.call('HSET', KEYS[2], BATCH_STATUS, 'settling')
-  end
-  xadd_message(KEYS[6], settle_batch_message(batch_id), b[4])
+local applied = {}
+for i = 1, (#KEYS - 4) / 3 do
+  local k, a = 3 * i + 2, 9 * (i - 1) + 1
+  applied[i] = finish(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+    ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
 end
-emit_batch(KEYS[5], KEYS[2])
-return 1
+return applied

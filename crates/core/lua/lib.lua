@@ -7,25 +7,49 @@ local function emit(events_key, event_type, payload)
   redis.call('XADD', events_key, 'MAXLEN', '~', 2000, '*', 'type', event_type, 'data', cjson.encode(payload))
 end
 
-local function counts_of(batch_key)
-  local c = redis.call('HMGET', batch_key, BATCH_TOTAL, BATCH_N_QUEUED, BATCH_N_RUNNING, BATCH_N_SUCCEEDED,
-    BATCH_N_FAILED, BATCH_N_CANCELLED)
+-- The batch counters, in the order `counts_from` reads them.
+local function counter_fields()
+  return BATCH_TOTAL, BATCH_N_QUEUED, BATCH_N_RUNNING, BATCH_N_SUCCEEDED, BATCH_N_FAILED, BATCH_N_CANCELLED
+end
+
+-- The counters of a batch from an HMGET reply that has `counter_fields()` from position `at` on.
+local function counts_from(values, at)
   return {
-    total = tonumber(c[1]) or 0, queued = tonumber(c[2]) or 0, running = tonumber(c[3]) or 0,
-    succeeded = tonumber(c[4]) or 0, failed = tonumber(c[5]) or 0, cancelled = tonumber(c[6]) or 0,
+    total = tonumber(values[at]) or 0, queued = tonumber(values[at + 1]) or 0,
+    running = tonumber(values[at + 2]) or 0, succeeded = tonumber(values[at + 3]) or 0,
+    failed = tonumber(values[at + 4]) or 0, cancelled = tonumber(values[at + 5]) or 0,
   }
 end
 
-local function emit_batch(events_key, batch_key)
-  local b = redis.call('HMGET', batch_key, BATCH_ID, BATCH_STATUS)
-  emit(events_key, 'batch.updated', { id = b[1], status = b[2], request_counts = counts_of(batch_key) })
+-- The arguments of one HSET that writes counts back (the total never changes).
+local function counter_values(c)
+  return BATCH_N_QUEUED, c.queued, BATCH_N_RUNNING, c.running, BATCH_N_SUCCEEDED, c.succeeded,
+    BATCH_N_FAILED, c.failed, BATCH_N_CANCELLED, c.cancelled
 end
 
+-- A batch's progress event from values the script already holds (no read).
+local function emit_batch_counts(events_key, id, status, counts)
+  emit(events_key, 'batch.updated', { id = id, status = status, request_counts = counts })
+end
+
+-- A batch's progress event, read from its hash (for scripts that hold none of it).
+local function emit_batch(events_key, batch_key)
+  local b = redis.call('HMGET', batch_key, BATCH_ID, BATCH_STATUS, counter_fields())
+  emit_batch_counts(events_key, b[1], b[2], counts_from(b, 3))
+end
+
+-- A task's progress event from values the script already holds (no read).
+local function emit_task_values(events_key, id, index, status, progress, attempts)
+  emit(events_key, 'task.updated', {
+    id = id, index = tonumber(index), status = status, progress = tonumber(progress) or 0,
+    attempts = tonumber(attempts) or 0,
+  })
+end
+
+-- A task's progress event, read from its hash.
 local function emit_task(events_key, task_key)
   local t = redis.call('HMGET', task_key, TASK_ID, TASK_INDEX, TASK_STATUS, TASK_PROGRESS, TASK_ATTEMPTS)
-  emit(events_key, 'task.updated', {
-    id = t[1], index = tonumber(t[2]), status = t[3], progress = tonumber(t[4]) or 0, attempts = tonumber(t[5]) or 0,
-  })
+  emit_task_values(events_key, t[1], t[2], t[3], t[4], t[5])
 end
 
 -- Appends a message (a flat list of fields from the prelude's `*_message` functions) to a stream, with the

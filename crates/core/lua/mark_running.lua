@@ -1,15 +1,24 @@
--- mark_running: the provider accepted the task (submitting -> running); records the remote id and schedules
--- the first poll. Fenced by attempt: a stale submitter cannot overwrite a newer attempt.
--- KEYS[1] task hash, KEYS[2] poll schedule (zset), KEYS[3] batch events stream
--- ARGV[1] now (ms), ARGV[2] attempt, ARGV[3] remote id, ARGV[4] first poll due (ms), ARGV[5] provider name
--- Returns 1 when applied, 0 when the task had moved on.
-local t = redis.call('HMGET', KEYS[1], TASK_STATUS, TASK_ATTEMPTS, TASK_ID)
-if t[1] ~= 'submitting' or t[2] ~= ARGV[2] then
-  return 0
+-- mark_running: the provider accepted tasks (submitting -> running); records each remote id and schedules the
+-- first poll. Fenced by attempt: a stale submitter cannot overwrite a newer attempt. (The lease field is left as
+-- it is: it only means something while the task is `submitting`.) Several tasks of one partition go in one call.
+-- KEYS[1] poll schedule (zset), then KEYS[2i] task hash and KEYS[2i+1] its batch events stream, for each task i
+-- ARGV[1] now (ms), then for each task i: ARGV[4i-2] attempt, ARGV[4i-1] remote id, ARGV[4i] first poll due (ms),
+-- ARGV[4i+1] provider name
+-- Returns, per task in order, 1 when applied, 0 when the task had moved on.
+local now = ARGV[1]
+local applied = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local task_key, events_key = KEYS[2 * i], KEYS[2 * i + 1]
+  local attempt, remote_id, due, provider = ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i], ARGV[4 * i + 1]
+  local t = redis.call('HMGET', task_key, TASK_STATUS, TASK_ATTEMPTS, TASK_ID, TASK_INDEX, TASK_PROGRESS)
+  if t[1] ~= 'submitting' or t[2] ~= attempt then
+    applied[i] = 0
+  else
+    redis.call('HSET', task_key, TASK_STATUS, 'running', TASK_REMOTE_ID, remote_id, TASK_PROVIDER, provider,
+      TASK_SUBMITTED_AT, now, TASK_UPDATED_AT, now, TASK_POLLS, 0, TASK_POLL_ERRORS, 0)
+    redis.call('ZADD', KEYS[1], tonumber(due), t[3])
+    emit_task_values(events_key, t[3], t[4], 'running', t[5], t[2])
+    applied[i] = 1
+  end
 end
-redis.call('HSET', KEYS[1], TASK_STATUS, 'running', TASK_REMOTE_ID, ARGV[3], TASK_PROVIDER, ARGV[5],
-  TASK_SUBMITTED_AT, ARGV[1], TASK_UPDATED_AT, ARGV[1], TASK_POLLS, 0, TASK_POLL_ERRORS, 0)
-redis.call('HDEL', KEYS[1], TASK_LEASE_UNTIL)
-redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), t[3])
-emit_task(KEYS[3], KEYS[1])
-return 1
+return applied

@@ -1,11 +1,31 @@
--- poll_claim: takes up to N due tasks from a poll schedule. Each claimed task is pushed back by a lease, so no
--- other poller takes it while this one polls, and a poller that dies only delays the task by the lease.
+-- poll_claim: takes up to N due tasks from a poll schedule, with what the poller needs of each. Each claimed task
+-- is pushed back by a lease (one ZADD for all of them), so no other poller takes it while this one polls, and a
+-- poller that dies only delays the task by the lease.
 -- KEYS[1] poll schedule (zset: task id scored by due time in ms)
--- ARGV[1] now (ms), ARGV[2] lease (ms), ARGV[3] max tasks
--- Returns the claimed task ids.
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
-for _, id in ipairs(due) do
-  redis.call('ZADD', KEYS[1], until_ms, id)
+-- ARGV[1] now (ms), ARGV[2] lease (ms), ARGV[3] max tasks, ARGV[4] the partition's task key prefix (the task id is
+-- appended), ARGV[5..] the task fields to return
+-- Returns {claimed, next due}: claimed holds {task id, {fields...}} per claimed task (the fields are nil when the
+-- task hash is gone); next due is the earliest score left in the schedule after the claim (ms, '' when empty), so
+-- a poller knows when to come back.
+local function next_due()
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return first[2] or ''
 end
-return due
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+if #due == 0 then
+  return { {}, next_due() }
+end
+local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
+local leases = {}
+for _, id in ipairs(due) do
+  leases[#leases + 1] = until_ms
+  leases[#leases + 1] = id
+end
+redis.call('ZADD', KEYS[1], unpack(leases))
+local fields = { unpack(ARGV, 5) }
+local claimed = {}
+for i, id in ipairs(due) do
+  claimed[i] = { id, redis.call('HMGET', ARGV[4] .. id, unpack(fields)) }
+end
+return { claimed, next_due() }

@@ -4,23 +4,35 @@
 -- ARGV[1] now (ms), ARGV[2] attempt, ARGV[3] progress (0-100), ARGV[4] next due (ms), ARGV[5] task id,
 -- ARGV[6] error of a failed status call ('' when the call succeeded)
 -- Returns 1 when rescheduled, 0 when the task left the schedule.
-local t = redis.call('HMGET', KEYS[1], TASK_STATUS, TASK_ATTEMPTS, TASK_PROGRESS)
+local t = redis.call('HMGET', KEYS[1], TASK_STATUS, TASK_ATTEMPTS, TASK_PROGRESS, TASK_POLLS, TASK_POLL_ERRORS,
+  TASK_INDEX)
 if t[1] ~= 'running' or t[2] ~= ARGV[2] then
   if t[1] == false or is_terminal(t[1]) then
     redis.call('ZREM', KEYS[2], ARGV[5])
   end
   return 0
 end
-redis.call('HINCRBY', KEYS[1], TASK_POLLS, 1)
+local polls = (tonumber(t[4]) or 0) + 1
+local fields = { TASK_POLLS, polls }
 if ARGV[6] == '' then
-  redis.call('HSET', KEYS[1], TASK_POLL_ERRORS, 0)
+  fields[#fields + 1] = TASK_POLL_ERRORS
+  fields[#fields + 1] = 0
 else
-  redis.call('HINCRBY', KEYS[1], TASK_POLL_ERRORS, 1)
-  redis.call('HSET', KEYS[1], TASK_LAST_ERROR, ARGV[6])
+  fields[#fields + 1] = TASK_POLL_ERRORS
+  fields[#fields + 1] = (tonumber(t[5]) or 0) + 1
+  fields[#fields + 1] = TASK_LAST_ERROR
+  fields[#fields + 1] = ARGV[6]
 end
-if t[3] ~= ARGV[3] then
-  redis.call('HSET', KEYS[1], TASK_PROGRESS, ARGV[3], TASK_UPDATED_AT, ARGV[1])
-  emit_task(KEYS[3], KEYS[1])
+local moved = t[3] ~= ARGV[3]
+if moved then
+  fields[#fields + 1] = TASK_PROGRESS
+  fields[#fields + 1] = ARGV[3]
+  fields[#fields + 1] = TASK_UPDATED_AT
+  fields[#fields + 1] = ARGV[1]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+if moved then
+  emit_task_values(KEYS[3], ARGV[5], t[6], 'running', ARGV[3], t[2])
 end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[5])
 return 1

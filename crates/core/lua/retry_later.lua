@@ -5,15 +5,16 @@
 -- KEYS[4] batch events stream
 -- ARGV[1] now (ms), ARGV[2] attempt, ARGV[3] due (ms), ARGV[4] error text
 -- Returns 1 when scheduled, 0 when the task had moved on (another attempt, cancelled, ...).
-local t = redis.call('HMGET', KEYS[1], TASK_STATUS, TASK_ATTEMPTS, TASK_ID)
+local t = redis.call('HMGET', KEYS[1], TASK_STATUS, TASK_ATTEMPTS, TASK_ID, TASK_INDEX, TASK_PROGRESS)
 if t[1] ~= 'submitting' or t[2] ~= ARGV[2] then
   return 0
 end
 redis.call('HSET', KEYS[1], TASK_STATUS, 'queued', TASK_LAST_ERROR, ARGV[4], TASK_RETRY_AT, ARGV[3],
   TASK_UPDATED_AT, ARGV[1])
-redis.call('HDEL', KEYS[1], TASK_LEASE_UNTIL)
-redis.call('HINCRBY', KEYS[2], BATCH_N_RUNNING, -1)
-redis.call('HINCRBY', KEYS[2], BATCH_N_QUEUED, 1)
+local b = redis.call('HMGET', KEYS[2], BATCH_N_RUNNING, BATCH_N_QUEUED)
+if b[1] then
+  redis.call('HSET', KEYS[2], BATCH_N_RUNNING, (tonumber(b[1]) or 0) - 1, BATCH_N_QUEUED, (tonumber(b[2]) or 0) + 1)
+end
 redis.call('ZADD', KEYS[3], tonumber(ARGV[3]), t[3])
-emit_task(KEYS[4], KEYS[1])
+emit_task_values(KEYS[4], t[3], t[4], 'queued', t[5], t[2])
 return 1

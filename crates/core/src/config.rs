@@ -56,6 +56,7 @@ pub struct Config {
     pub retry: RetryConfig,
     pub streams: StreamsConfig,
     pub sweeper: SweeperConfig,
+    pub retention: RetentionConfig,
     pub shutdown: ShutdownConfig,
     pub provider: ProviderConfig,
     pub sim: SimSection,
@@ -155,6 +156,14 @@ pub struct StreamsConfig {
 pub struct SweeperConfig {
     pub interval_ms: u64,
     pub reservation_grace_ms: u64,
+}
+
+/// How long finished work stays in Redis (see `gantry_core::retention`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RetentionConfig {
+    /// Seconds a completed or cancelled batch (its hash, its tasks, its event stream, its entries in the tenant's
+    /// batch list and settlement records) is kept after its settlement. The ledger is kept for ever.
+    pub completed_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -421,6 +430,14 @@ impl Config {
         if self.sweeper.interval_ms == 0 {
             return invalid("sweeper.interval_ms", "must be at least 1");
         }
+        if self.retention.completed_secs < self.gateway.idempotency_ttl_secs {
+            // A retry with an Idempotency-Key may reuse a batch id as long as its record lives; the settlement
+            // record that refuses to reserve a settled id again must outlive it (see `retention.rs`).
+            return invalid(
+                "retention.completed_secs",
+                "must be at least gateway.idempotency_ttl_secs",
+            );
+        }
         if self.retry.max_attempts == 0 {
             return invalid("retry.max_attempts", "must be at least 1");
         }
@@ -538,6 +555,26 @@ mod tests {
         );
         assert_eq!(config.provider.grsai.api_key.expose(), "sk-live-123");
         assert_eq!(config.prices.veo31_fast, 9);
+    }
+
+    #[test]
+    fn retention_defaults_to_a_week_and_outlives_idempotency_records() {
+        let config = Config::load_from(None, env(&[])).expect("valid");
+        assert_eq!(config.retention.completed_secs, 7 * 24 * 3600);
+        let short = env(&[("GANTRY__RETENTION__COMPLETED_SECS", "60")]);
+        let err = Config::load_from(None, short).expect_err("shorter than the idempotency records");
+        assert!(err.to_string().contains("retention.completed_secs"), "{err}");
+        let both = env(&[
+            ("GANTRY__RETENTION__COMPLETED_SECS", "60"),
+            ("GANTRY__GATEWAY__IDEMPOTENCY_TTL_SECS", "60"),
+        ]);
+        assert_eq!(
+            Config::load_from(None, both)
+                .expect("valid")
+                .retention
+                .completed_secs,
+            60
+        );
     }
 
     #[test]

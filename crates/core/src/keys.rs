@@ -8,7 +8,8 @@
 //! | `<prefix>:{pN}:submit` | stream | tasks to create at the provider (group `submitter`) |
 //! | `<prefix>:{pN}:settle` | stream | batches whose tasks are all terminal (group `settlement`) |
 //! | `<prefix>:{pN}:polls` | zset | running task ids scored by next poll time (ms) |
-//! | `<prefix>:{pN}:open` | zset | batches not yet settled, by creation ms (walked by the sweeper) |
+//! | `<prefix>:{pN}:open` | zset | batches not yet settled, scored by when the sweeper next checks them (ms; a new batch by its creation ms) |
+//! | `<prefix>:{pN}:expiring` | zset | settled batches (completed or cancelled), scored by settlement ms: removed `retention.completed_secs` later |
 //! | `<prefix>:{pN}:dead` | stream | dead letters: messages that failed `streams.max_deliveries` times or were malformed |
 //! | `<prefix>:{pN}:retries` | zset | queued task ids waiting to retry a create, scored by due time (ms) |
 //! | `<prefix>:{pN}:batch:<id>` | hash | a batch |
@@ -22,12 +23,13 @@
 //! | `<prefix>:{t:<id>}:ledger_by_batch` | hash | batch id → the ids of its ledger entries, space-separated, oldest first |
 //! | `<prefix>:{t:<id>}:reservations` | hash | batch id → credits frozen for it, until settled |
 //! | `<prefix>:{t:<id>}:settlements` | hash | batch id → `charged:refunded`, once settled |
-//! | `<prefix>:{t:<id>}:batches` | zset | the tenant's batch ids by creation time |
+//! | `<prefix>:{t:<id>}:batches` | zset | the tenant's batch ids by reservation time (ms) |
+//! | `<prefix>:{t:<id>}:reservations_checked` | string | the sweeper has looked for orphan reservations up to this reservation time (ms) |
 //! | `<prefix>:{t:<id>}:idem:<sha256>` | hash | one `Idempotency-Key` of the tenant on one endpoint: fingerprint, lease, stored answer (see `store/idempotency.rs`) |
 //! | `<prefix>:apikeys` | hash | sha256(api key) → tenant id |
 //! | `<prefix>:tenants` | set | all tenant ids |
 //! | `<prefix>:{l:<provider>}:tat` | string | the provider's shared rate limit (GCRA arrival time, ms) |
-//! | `<prefix>:{l:<provider>}:inflight` | zset | permits of requests in flight, scored by lease expiry |
+//! | `<prefix>:{l:<provider>}:held` | hash | in-flight slots held, per process pool: `slots:lease expiry ms` |
 //! | `<prefix>:{l:<provider>}:factor` | string | AIMD factor on the rate after 429s (missing = 1) |
 
 /// Builds keys for one deployment (prefix) and partition count.
@@ -86,21 +88,27 @@ impl Keys {
         format!("{slot}:dead")
     }
 
-    /// Batches of a partition not yet settled, scored by creation time (ms): what the sweeper walks.
+    /// Batches of a partition not yet settled, scored by when the sweeper should next check them (ms): a new
+    /// batch by its creation time, then rescored after each check.
     pub fn open_batches(&self, partition: u32) -> String {
         format!("{}:open", self.slot(partition))
+    }
+
+    /// Settled batches of a partition, scored by settlement time (ms): what retention removes once they are old.
+    pub fn expiring_batches(&self, partition: u32) -> String {
+        format!("{}:expiring", self.slot(partition))
     }
 
     pub fn retries(&self, partition: u32) -> String {
         format!("{}:retries", self.slot(partition))
     }
 
-    /// The three keys of one provider's shared limits: (rate, in-flight permits, AIMD factor).
+    /// The three keys of one provider's shared limits: (rate, in-flight slots held, AIMD factor).
     pub fn limiter(&self, provider: &str) -> (String, String, String) {
         let slot = format!("{}:{{l:{provider}}}", self.prefix);
         (
             format!("{slot}:tat"),
-            format!("{slot}:inflight"),
+            format!("{slot}:held"),
             format!("{slot}:factor"),
         )
     }
@@ -167,6 +175,11 @@ impl Keys {
         format!("{}:batches", self.tenant_slot(tenant_id))
     }
 
+    /// How far (reservation time, ms) the sweeper has looked for reservations whose batch was never written.
+    pub fn reservations_checked(&self, tenant_id: &str) -> String {
+        format!("{}:reservations_checked", self.tenant_slot(tenant_id))
+    }
+
     /// The record of an `Idempotency-Key` sent by a tenant to one endpoint (`endpoint` = method and path, so the
     /// same key on two endpoints is two records). The key is hashed: it is client input of any visible character.
     pub fn idempotency(&self, tenant_id: &str, endpoint: &str, key: &str) -> String {
@@ -210,6 +223,8 @@ mod tests {
             keys.submit_stream(p),
             keys.settle_stream(p),
             keys.polls(p),
+            keys.open_batches(p),
+            keys.expiring_batches(p),
         ]
         .map(|k| tag(&k).to_owned());
         assert!(tags.iter().all(|t| *t == tags[0]), "{tags:?}");

@@ -1,8 +1,10 @@
 //! Gantry's shared core: the domain vocabulary (`domain`) and API objects (`model`), configuration, validation
-//! and pricing, stream message formats, the Redis store with its Lua scripts, recovery of stranded work, and the
-//! consumer-service runner the workers share (`service`).
+//! and pricing, stream message formats, the Redis store with its Lua scripts, recovery of stranded work, retention
+//! of finished work (`retention`), and the consumer-service runner the workers share (`service`).
 
+pub mod acks;
 pub mod callback;
+pub mod coalesce;
 pub mod config;
 pub mod consumer;
 pub mod domain;
@@ -11,6 +13,7 @@ pub mod keys;
 pub mod messages;
 pub mod model;
 pub mod recovery;
+pub mod retention;
 pub mod schedule;
 pub mod service;
 pub mod store;

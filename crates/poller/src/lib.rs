@@ -5,11 +5,12 @@
 use std::{sync::Arc, time::Duration};
 
 use gantry_core::{
+    coalesce::Coalescer,
     domain::{FailureCode, TaskStatus},
     model::now_ms,
     schedule::next_poll_delay,
     service::{self, Limits, Source},
-    store::{Outcome, ScheduleKind, TaskRow},
+    store::{Finish, Outcome, ScheduleKind, TaskRow},
     Config, Store,
 };
 use gantry_provider::{
@@ -27,26 +28,31 @@ use tracing::Instrument;
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::connect_when_ready(config, &shutdown).await?;
     let providers = Providers::from_config(config, &store)?;
+    let finishes = {
+        let store = store.clone();
+        Coalescer::spawn(move |partition, finishes: Vec<Finish>| {
+            let store = store.clone();
+            async move { store.finish_tasks(partition, &finishes).await }
+        })
+    };
     let poller = Arc::new(Poller {
         store,
         providers,
         config: config.clone(),
+        finishes,
     });
     tracing::info!("poller started");
     record_in_flight_limits(&Providers::in_flight_limits(config));
     let sampler = tokio::spawn(sample(poller.store.clone(), config.clone(), shutdown.clone()));
-    let mut due = DuePolls {
-        poller: poller.clone(),
-        offset: 0,
-    };
+    let mut due = DuePolls::new(poller.clone());
     let limits = Limits {
         concurrency: config.poller.concurrency,
         grace: Duration::from_millis(config.shutdown.grace_ms),
     };
-    service::run(&mut due, limits, &shutdown, move |task_id: String| {
+    service::run(&mut due, limits, &shutdown, move |(task_id, row): DuePoll| {
         let poller = poller.clone();
         async move {
-            if let Err(e) = poller.poll(&task_id).await {
+            if let Err(e) = poller.poll(&task_id, row).await {
                 // The claim lease expires and the task is polled again.
                 tracing::error!(task.id = %task_id, error = %e, "poll failed");
             }
@@ -58,22 +64,65 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     Ok(())
 }
 
+/// A claimed poll: the task id and the task's row as the claim read it.
+type DuePoll = (String, gantry_core::store::Result<Option<TaskRow>>);
+
 /// Due polls, claimed from the poll schedules of every partition (a claim leases the task); when nothing is due,
 /// waits until the next due time, at most `poller.idle_wait_ms`.
 struct DuePolls {
     poller: Arc<Poller>,
     /// The partition to start from; it turns, so none is favoured.
     offset: u32,
+    /// When each partition's schedule is next worth a claim (ms): its earliest due time as the last claim saw it,
+    /// but no later than `idle_wait_ms` after that claim (tasks scheduled since then are found by then).
+    next_check: Vec<u64>,
+}
+
+impl DuePolls {
+    fn new(poller: Arc<Poller>) -> Self {
+        let partitions = poller.store.keys().partitions() as usize;
+        Self {
+            poller,
+            offset: 0,
+            next_check: vec![0; partitions],
+        }
+    }
+
+    /// Claims up to `max` due polls from the partitions worth a claim now, one script call each.
+    async fn claim(&mut self, now: u64, max: usize) -> anyhow::Result<Vec<DuePoll>> {
+        let config = &self.poller.config.poller;
+        let partitions = self.next_check.len() as u32;
+        let mut claimed = Vec::new();
+        for i in 0..partitions {
+            let p = (self.offset + i) % partitions;
+            if claimed.len() >= max {
+                break;
+            }
+            if self.next_check[p as usize] > now {
+                continue;
+            }
+            let (rows, next_due) = self
+                .poller
+                .store
+                .claim_polls(p, now, config.claim_lease_ms, max - claimed.len())
+                .await?;
+            let horizon = now + config.idle_wait_ms;
+            self.next_check[p as usize] = next_due.map_or(horizon, |due| due.min(horizon));
+            claimed.extend(rows);
+        }
+        self.offset = (self.offset + 1) % partitions;
+        Ok(claimed)
+    }
 }
 
 impl Source for DuePolls {
-    type Item = String;
+    type Item = DuePoll;
 
-    async fn next(&mut self, max: usize, shutdown: &CancellationToken) -> Option<Vec<String>> {
+    async fn next(&mut self, max: usize, shutdown: &CancellationToken) -> Option<Vec<DuePoll>> {
         if shutdown.is_cancelled() {
             return None;
         }
-        let claimed = match self.poller.claim(self.offset, max).await {
+        let claimed = match self.claim(now_ms(), max).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::error!(error = %e, "claiming due polls failed");
@@ -81,10 +130,12 @@ impl Source for DuePolls {
                 return Some(Vec::new());
             }
         };
-        self.offset = (self.offset + 1) % self.poller.store.keys().partitions();
         if claimed.is_empty() {
-            let pause = self.poller.idle_pause().await;
-            service::pause(shutdown, pause).await;
+            // Nothing due anywhere: sleep until the first partition is worth a claim again.
+            let wake = self.next_check.iter().min().copied().unwrap_or_default();
+            let longest = self.poller.config.poller.idle_wait_ms;
+            let pause = wake.saturating_sub(now_ms()).clamp(1, longest);
+            service::pause(shutdown, Duration::from_millis(pause)).await;
         }
         Some(claimed)
     }
@@ -106,36 +157,17 @@ struct Poller {
     store: Store,
     providers: Providers,
     config: Config,
+    /// Finishes tasks, many per script call under load.
+    finishes: Coalescer<Finish>,
 }
 
 impl Poller {
-    async fn claim(&self, offset: u32, max: usize) -> anyhow::Result<Vec<String>> {
-        let partitions = self.store.keys().partitions();
-        let now = now_ms();
-        let mut claimed = Vec::new();
-        for i in 0..partitions {
-            if claimed.len() >= max {
-                break;
-            }
-            let p = (offset + i) % partitions;
-            let lease = self.config.poller.claim_lease_ms;
-            claimed.extend(self.store.claim_polls(p, now, lease, max - claimed.len()).await?);
-        }
-        Ok(claimed)
-    }
-
-    /// How long to wait when nothing is due: until the next due time, at most `idle_wait_ms`.
-    async fn idle_pause(&self) -> Duration {
-        let longest = self.config.poller.idle_wait_ms;
-        let until_due = match self.store.next_poll_due().await {
-            Ok(Some(due)) => due.saturating_sub(now_ms()),
-            Ok(None) | Err(_) => longest,
-        };
-        Duration::from_millis(until_due.clamp(1, longest))
-    }
-
-    async fn poll(&self, task_id: &str) -> anyhow::Result<()> {
-        let target = match self.store.task_row(task_id).await? {
+    async fn poll(
+        &self,
+        task_id: &str,
+        row: gantry_core::store::Result<Option<TaskRow>>,
+    ) -> anyhow::Result<()> {
+        let target = match row? {
             Some(target) if target.status == TaskStatus::Running => target,
             // Gone, finished meanwhile (or not started): nothing to ask the provider.
             _ => {
@@ -233,10 +265,14 @@ impl Poller {
     }
 
     async fn finish(&self, task_id: &str, target: &TaskRow, outcome: Outcome) -> anyhow::Result<()> {
-        let applied = self
-            .store
-            .finish_task(task_id, Some(target.attempt), &outcome, now_ms())
-            .await?;
+        let finish = Finish {
+            task_id: task_id.to_owned(),
+            attempt: Some(target.attempt),
+            outcome: outcome.clone(),
+            now: now_ms(),
+        };
+        let partition = self.store.partition_of_task(task_id)?;
+        let applied = self.finishes.call(partition, finish).await?;
         tracing::info!(applied, outcome = ?outcome, "task finished");
         Ok(())
     }

@@ -1,91 +1,227 @@
-//! A provider whose every call first takes a slot of the provider's cluster-wide limits (`store/limiter.rs`):
-//! a GCRA rate and an in-flight semaphore in Redis, shared by every replica.
+//! A provider whose every call first takes a permit of the provider's cluster-wide limits (`store/limiter.rs`):
+//! an in-flight slot and a rate token, shared by every replica through Redis.
+//!
+//! Permits are asked for in blocks: each process keeps one pool per kind of call, which holds some in-flight
+//! slots (leased, so a dead process's slots come back by themselves) and spends rate tokens it was granted
+//! together. A busy pool asks Redis once for many calls instead of twice per call; an idle one gives its slots
+//! back. What the calls met (429s, good answers) rides along with the next ask, to drive the shared AIMD factor.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
-use gantry_core::{config::ProviderLimits, model::now_ms, store::CallOutcome, Store};
+use gantry_core::{
+    config::ProviderLimits,
+    model::now_ms,
+    store::{PermitGrant, PermitRequest},
+    Store,
+};
+use tokio::sync::Mutex;
 
 use crate::{CreateRequest, Provider, ProviderError, ProviderName, RemoteStatus};
 
-/// A provider whose every call first takes a slot of the provider's cluster-wide limits.
-pub(crate) struct Limited {
-    pub(crate) inner: Arc<dyn Provider>,
-    pub(crate) store: Store,
-    pub(crate) limits: ProviderLimits,
-    /// How long a permit is held at most (the call's timeout plus a margin), should its holder die.
-    pub(crate) lease_ms: u64,
-}
+/// Granted rate tokens must be spent soon: kept longer, they would add to a later burst.
+const TOKEN_SHELF_LIFE: Duration = Duration::from_millis(100);
 
-/// Which share of the in-flight permits a kind of call may use: creates leave room for polls.
-#[derive(Clone, Copy)]
-enum Kind {
-    Create,
-    Status,
+/// How long to wait before asking again when every slot is held elsewhere (ms).
+const SLOT_WAIT_MS: u64 = 20;
+
+/// The most tokens one ask wants.
+const MOST_TOKENS_PER_ASK: u32 = 256;
+
+/// A provider whose every call first takes a permit of the provider's cluster-wide limits.
+pub(crate) struct Limited {
+    inner: Arc<dyn Provider>,
+    create: Pool,
+    status: Pool,
 }
 
 impl Limited {
-    async fn acquire(&self, kind: Kind) -> Result<String, ProviderError> {
-        let holder = uuid::Uuid::now_v7().simple().to_string();
-        let share = match kind {
-            Kind::Create => self.limits.create_share,
-            Kind::Status => 1.0,
+    /// `lease_ms`: how long a slot stays held should its holder die (the call's timeout plus a margin).
+    pub(crate) fn new(inner: Arc<dyn Provider>, store: Store, limits: ProviderLimits, lease_ms: u64) -> Self {
+        let pool = |share: f64, kind: &str| Pool {
+            store: store.clone(),
+            provider: inner.name(),
+            limits: limits.clone(),
+            share,
+            lease_ms,
+            holder: format!("{kind}-{}", uuid::Uuid::now_v7().simple()),
+            state: Mutex::new(PoolState::default()),
+            waiting: std::sync::atomic::AtomicU32::new(0),
         };
-        loop {
-            let wait = self
-                .store
-                .limiter_acquire(
-                    self.inner.name().as_str(),
-                    &self.limits,
-                    share,
-                    self.lease_ms,
-                    &holder,
-                    now_ms(),
-                )
-                .await
-                .map_err(|e| ProviderError::Transient(format!("shared limiter unavailable: {e}")))?;
-            if wait == 0 {
-                return Ok(holder);
+        Self {
+            // Creates leave room for polls, so running tasks are always followed.
+            create: pool(limits.create_share, "create"),
+            status: pool(1.0, "status"),
+            inner,
+        }
+    }
+}
+
+/// One process's share of a provider's limits for one kind of call.
+struct Pool {
+    store: Store,
+    provider: ProviderName,
+    limits: ProviderLimits,
+    share: f64,
+    lease_ms: u64,
+    holder: String,
+    state: Mutex<PoolState>,
+    /// Calls waiting for a permit (they size the next ask).
+    waiting: std::sync::atomic::AtomicU32,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    /// Slots held in Redis, and how many of them calls are using.
+    held: u32,
+    in_use: u32,
+    /// Rate tokens granted and not spent yet, good until `tokens_until`.
+    tokens: u32,
+    tokens_until: Option<Instant>,
+    /// What calls met since the last ask.
+    rate_limited: u32,
+    ok: u32,
+    /// The AIMD factor last seen (good answers only matter below 1).
+    factor: f64,
+}
+
+impl PoolState {
+    /// Takes a slot and a token when both are at hand.
+    fn take(&mut self, now: Instant) -> bool {
+        let fresh = self.tokens_until.is_some_and(|until| now < until);
+        if self.in_use < self.held && self.tokens > 0 && fresh {
+            self.in_use += 1;
+            self.tokens -= 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// How a call under a permit ended, for the AIMD rate adjustment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallOutcome {
+    Ok,
+    RateLimited,
+    Error,
+}
+
+impl Pool {
+    /// Waits for a permit: a slot and a token of this pool, asking Redis for a block of them when none is at hand.
+    async fn acquire(&self) -> Result<(), ProviderError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.waiting.fetch_add(1, Relaxed);
+        let granted = loop {
+            let mut state = self.state.lock().await;
+            if state.take(Instant::now()) {
+                break Ok(());
             }
-            // The limiter says when a slot can open; waiting here is back-pressure on this worker.
+            let waiting = self.waiting.load(Relaxed).max(1);
+            let wanted = PermitRequest {
+                share: self.share,
+                lease_ms: self.lease_ms,
+                holder: &self.holder,
+                slots: state.in_use + waiting,
+                tokens: waiting.min(MOST_TOKENS_PER_ASK),
+                rate_limited: state.rate_limited,
+                ok: if state.factor < 1.0 { state.ok } else { 0 },
+            };
+            let grant = match self.ask(&wanted, &mut state).await {
+                Ok(grant) => grant,
+                Err(e) => break Err(e),
+            };
+            if state.take(Instant::now()) {
+                break Ok(());
+            }
+            // No slot free (other replicas hold them): ask again a little later; else the rate says when.
+            let wait = if grant.slots <= state.in_use {
+                SLOT_WAIT_MS
+            } else {
+                grant.wait_ms.max(1)
+            };
+            drop(state);
+            // Waiting here is back-pressure on this worker.
             tokio::time::sleep(Duration::from_millis(wait)).await;
+        };
+        self.waiting.fetch_sub(1, Relaxed);
+        granted
+    }
+
+    /// One ask of the shared limits; the pool's state becomes what was granted.
+    async fn ask(
+        &self,
+        wanted: &PermitRequest<'_>,
+        state: &mut PoolState,
+    ) -> Result<PermitGrant, ProviderError> {
+        let grant = self
+            .store
+            .limiter_take(self.provider.as_str(), &self.limits, wanted, now_ms())
+            .await
+            .map_err(|e| ProviderError::Transient(format!("shared limiter unavailable: {e}")))?;
+        if wanted.rate_limited > 0 {
+            tracing::warn!(
+                provider = self.provider.as_str(),
+                factor = grant.factor,
+                "provider answered 429; shared rate lowered"
+            );
+        }
+        state.held = grant.slots;
+        state.tokens = grant.tokens;
+        state.tokens_until = Some(Instant::now() + TOKEN_SHELF_LIFE);
+        state.rate_limited = 0;
+        state.ok = 0;
+        state.factor = grant.factor;
+        Ok(grant)
+    }
+
+    /// Gives the slot back and notes the outcome. A 429 is reported at once (every replica should slow down);
+    /// a pool left idle hands its slots back to the other replicas.
+    async fn release(&self, outcome: CallOutcome) {
+        let mut state = self.state.lock().await;
+        state.in_use = state.in_use.saturating_sub(1);
+        match outcome {
+            CallOutcome::Ok => state.ok += 1,
+            CallOutcome::RateLimited => state.rate_limited += 1,
+            CallOutcome::Error => {}
+        }
+        let idle = state.in_use == 0 && self.waiting.load(std::sync::atomic::Ordering::Relaxed) == 0;
+        if outcome == CallOutcome::RateLimited || (idle && state.held > 0) {
+            let keep = if idle { 0 } else { state.held };
+            let report = PermitRequest {
+                share: self.share,
+                lease_ms: self.lease_ms,
+                holder: &self.holder,
+                slots: keep,
+                tokens: 0,
+                rate_limited: state.rate_limited,
+                ok: if state.factor < 1.0 { state.ok } else { 0 },
+            };
+            // On failure the slots' lease ends by itself, and the outcome rides with the next ask.
+            if let Err(e) = self.ask(&report, &mut state).await {
+                tracing::warn!(error = %e, "returning provider permits failed");
+            }
         }
     }
 
-    /// Runs `call` (not started until awaited) under a permit of `kind`, and reports its outcome to the limits.
+    /// Runs `call` (not started until awaited) under a permit of this pool, and notes its outcome.
     async fn within_limits<T>(
         &self,
-        kind: Kind,
-        call: impl std::future::Future<Output = Result<T, ProviderError>>,
+        call: impl Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
-        let holder = self.acquire(kind).await?;
+        self.acquire().await?;
         let result = call.await;
-        self.release(&holder, &result).await;
-        result
-    }
-
-    async fn release<T>(&self, holder: &str, result: &Result<T, ProviderError>) {
-        let outcome = match result {
+        let outcome = match &result {
             Ok(_) => CallOutcome::Ok,
             Err(ProviderError::RateLimited { .. }) => CallOutcome::RateLimited,
             Err(_) => CallOutcome::Error,
         };
-        match self
-            .store
-            .limiter_release(self.inner.name().as_str(), holder, outcome)
-            .await
-        {
-            Ok(factor) if outcome == CallOutcome::RateLimited => {
-                tracing::warn!(
-                    provider = self.inner.name().as_str(),
-                    factor,
-                    "provider answered 429; shared rate lowered"
-                );
-            }
-            Ok(_) => {}
-            // The permit's lease ends by itself.
-            Err(e) => tracing::warn!(error = %e, "releasing a provider permit failed"),
-        }
+        self.release(outcome).await;
+        result
     }
 }
 
@@ -108,19 +244,17 @@ impl Provider for Limited {
     }
 
     async fn create(&self, request: &CreateRequest) -> Result<String, ProviderError> {
-        self.within_limits(Kind::Create, self.inner.create(request)).await
+        self.create.within_limits(self.inner.create(request)).await
     }
 
     async fn status(&self, remote_id: &str) -> Result<RemoteStatus, ProviderError> {
-        self.within_limits(Kind::Status, self.inner.status(remote_id))
-            .await
+        self.status.within_limits(self.inner.status(remote_id)).await
     }
 
     async fn cancel(&self, remote_id: &str) -> Result<bool, ProviderError> {
         if !self.inner.can_cancel() {
             return Ok(false);
         }
-        self.within_limits(Kind::Status, self.inner.cancel(remote_id))
-            .await
+        self.status.within_limits(self.inner.cancel(remote_id)).await
     }
 }

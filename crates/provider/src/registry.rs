@@ -27,12 +27,9 @@ impl Providers {
         for &name in ProviderName::ALL {
             let (inner, timeout_ms) =
                 client(name, p).map_err(|e| StartError::Provider(format!("{name}: {e}")))?;
-            let limited: Arc<dyn Provider> = Arc::new(Limited {
-                inner,
-                store: store.clone(),
-                limits: p.limits.of(name).clone(),
-                lease_ms: timeout_ms + 5_000,
-            });
+            let limits = p.limits.of(name).clone();
+            let limited: Arc<dyn Provider> =
+                Arc::new(Limited::new(inner, store.clone(), limits, timeout_ms + 5_000));
             clients.insert(name, limited);
         }
         Ok(Self {

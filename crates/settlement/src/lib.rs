@@ -10,9 +10,9 @@ use gantry_core::{
     domain::TaskStatus,
     messages::Message,
     model::now_ms,
-    recovery,
+    recovery, retention,
     service::{self, Limits},
-    store::{BatchFigures, Settlement, SettlementInput, StreamKind},
+    store::{BatchFigures, ScheduleKind, Settlement, SettlementInput, StreamKind},
     Config, Store,
 };
 use gantry_telemetry::{
@@ -67,31 +67,42 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     Ok(())
 }
 
-/// Every `sweeper.interval_ms`, finishes what a crash could have stranded (see `gantry_core::recovery`); what
-/// the sweep counted on the way feeds the task-state, open-batch and reserved-credit gauges.
+/// Every `sweeper.interval_ms`, finishes what a crash could have stranded (see `gantry_core::recovery`), then
+/// removes what retention no longer keeps (see `gantry_core::retention`). What the sweep counted on the way feeds
+/// the open-batch and reserved-credit gauges; the task-state gauge is sampled apart (see [`tasks_in_flight`]).
 async fn sweep(store: Store, config: Config, shutdown: CancellationToken) {
     let period = Duration::from_millis(config.sweeper.interval_ms);
+    let options = recovery::SweepOptions::from_config(&config);
+    let completed_ms = retention::completed_ms(&config);
     service::every(period, &shutdown, || async {
-        match recovery::sweep(&store, now_ms(), config.sweeper.reservation_grace_ms).await {
+        match recovery::sweep(&store, now_ms(), &options).await {
             Ok(report) => {
                 if report.repaired() {
                     tracing::warn!(?report, "recovery finished stranded work");
                 }
                 let m = metrics();
-                for (state, count) in report.tasks_by_state() {
-                    m.tasks
-                        .record(count, &[KeyValue::new("gantry.task.state", state.as_str())]);
-                }
-                m.batches_open.record(report.open_batches as u64, &[]);
+                m.batches_open.record(report.open_batches, &[]);
                 m.credits_reserved.record(report.credits_reserved, &[]);
             }
             Err(e) => tracing::warn!(error = %e, "recovery sweep failed; trying again later"),
+        }
+        match retention::run(&store, now_ms(), completed_ms).await {
+            Ok(report) if report != retention::RetentionReport::default() => {
+                tracing::info!(
+                    batches = report.batches_expired,
+                    stream_entries = report.stream_entries_trimmed,
+                    "retention removed settled batches and consumed stream entries"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention step failed; trying again later"),
         }
     })
     .await;
 }
 
-/// Every `telemetry.sample_interval_ms`, the backlog of the settle streams and the size of the dead letters.
+/// Every `telemetry.sample_interval_ms`, the backlog of the settle streams, the size of the dead letters and the
+/// tasks in flight by state.
 async fn sample(store: Store, config: Config, shutdown: CancellationToken) {
     let period = Duration::from_millis(config.telemetry.sample_interval_ms);
     service::every(period, &shutdown, || async {
@@ -101,8 +112,38 @@ async fn sample(store: Store, config: Config, shutdown: CancellationToken) {
                 Err(e) => tracing::debug!(error = %e, "sampling the streams failed"),
             }
         }
+        match tasks_in_flight(&store, now_ms()).await {
+            Ok(states) => {
+                for (state, count) in states {
+                    metrics()
+                        .tasks
+                        .record(count, &[KeyValue::new("gantry.task.state", state.as_str())]);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "sampling the tasks in flight failed"),
+        }
     })
     .await;
+}
+
+/// The consumer group of the submit streams (`gantry_submitter::GROUP`).
+const SUBMIT_GROUP: &str = "submitter";
+
+/// Tasks in flight by state, from what costs a few commands per partition however many batches are open (counting
+/// the tasks of every open batch would read all open work): `queued` = submit messages not yet delivered plus
+/// creates waiting to retry, `submitting` = submit messages delivered and not yet acknowledged (a submitter acks
+/// once the provider's answer is recorded), `running` = tasks on the poll schedule. `running` is exact; the other
+/// two are close estimates (a re-sent message counts twice, a chain shot waiting for its predecessor has no
+/// message yet).
+async fn tasks_in_flight(store: &Store, now: u64) -> gantry_core::store::Result<[(TaskStatus, u64); 3]> {
+    let submit = store.stream_stats(StreamKind::Submit, SUBMIT_GROUP).await?;
+    let (retrying, _) = store.schedule_stats(ScheduleKind::Retries, now).await?;
+    let (polled, _) = store.schedule_stats(ScheduleKind::Polls, now).await?;
+    Ok([
+        (TaskStatus::Queued, submit.lag + retrying),
+        (TaskStatus::Submitting, submit.pending),
+        (TaskStatus::Running, polled),
+    ])
 }
 
 async fn handle(store: &Store, config: &Config, delivery: &Delivery) {

@@ -5,13 +5,15 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use gantry_core::{
+    acks::Acker,
     callback,
+    coalesce::Coalescer,
     consumer::{self, Consumer, ConsumerOptions, Delivery},
     domain::{FailureCode, TaskStatus},
     messages::Message,
     model::now_ms,
     service::{self, Limits, Source},
-    store::{Claim, Outcome, ScheduleKind, StreamKind},
+    store::{Claim, Outcome, ScheduleKind, Started, StreamKind},
     Config, Store, StoreError,
 };
 use gantry_provider::{
@@ -48,25 +50,40 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     tracing::info!(consumer = consumer.name(), "submitter started");
     record_in_flight_limits(&Providers::in_flight_limits(config));
     let sampler = tokio::spawn(sample(store.clone(), config.clone(), shutdown.clone()));
+    let (acker, acks_sent) = Acker::spawn(store.clone(), GROUP);
+    let started = {
+        let store = store.clone();
+        Coalescer::spawn(move |partition, tasks: Vec<Started>| {
+            let store = store.clone();
+            async move { store.mark_running_all(partition, &tasks, now_ms()).await }
+        })
+    };
     let worker = Arc::new(Worker {
         store: store.clone(),
         providers,
         config: config.clone(),
+        acker,
+        started,
     });
     let mut source = SubmitSource {
         consumer,
         store,
         pump_max: config.submitter.read_count,
+        max_deliveries: config.streams.max_deliveries,
+        lease_ms: config.submitter.lease_ms,
+        last_pump: None,
     };
     let limits = Limits {
         concurrency: config.submitter.concurrency,
         grace: Duration::from_millis(config.shutdown.grace_ms),
     };
-    service::run(&mut source, limits, &shutdown, move |delivery| {
+    service::run(&mut source, limits, &shutdown, move |(delivery, claim)| {
         let worker = worker.clone();
-        async move { worker.handle(delivery).await }
+        async move { worker.handle(delivery, claim).await }
     })
     .await;
+    // The handlers are gone with `service::run`: the last acks go out before the consumer leaves.
+    let _ = acks_sent.await;
     source.consumer.leave().await;
     let _ = sampler.await;
     tracing::info!("submitter stopped");
@@ -74,21 +91,67 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
 }
 
 /// The submit streams; before each read, due retries become submit messages again (read by whichever submitter
-/// gets them).
+/// gets them). The tasks a read delivers are claimed together, one script call per stream.
 struct SubmitSource {
     consumer: Consumer,
     store: Store,
     pump_max: usize,
+    max_deliveries: u32,
+    lease_ms: u64,
+    last_pump: Option<std::time::Instant>,
 }
 
-impl Source for SubmitSource {
-    type Item = Delivery;
+/// How often the submitter moves due retries back to the submit streams, at most.
+const PUMP_EVERY: Duration = Duration::from_millis(50);
 
-    async fn next(&mut self, max: usize, shutdown: &CancellationToken) -> Option<Vec<Delivery>> {
-        if let Err(e) = self.store.pump_retries(now_ms(), self.pump_max).await {
-            tracing::warn!(error = %e, "moving due retries failed");
+/// A delivery, with its task's claim when the read claimed it (`None`: the handler claims it, or buries it).
+type Submit = (Delivery, Option<Result<Claim, StoreError>>);
+
+impl Source for SubmitSource {
+    type Item = Submit;
+
+    async fn next(&mut self, max: usize, shutdown: &CancellationToken) -> Option<Vec<Submit>> {
+        // Retries wait seconds; a pass over every partition's retry schedule now and then is enough.
+        if self.last_pump.is_none_or(|at| at.elapsed() >= PUMP_EVERY) {
+            self.last_pump = Some(std::time::Instant::now());
+            if let Err(e) = self.store.pump_retries(now_ms(), self.pump_max).await {
+                tracing::warn!(error = %e, "moving due retries failed");
+            }
         }
-        Source::next(&mut self.consumer, max, shutdown).await
+        let deliveries = Source::next(&mut self.consumer, max, shutdown).await?;
+        Some(self.claim(deliveries).await)
+    }
+}
+
+impl SubmitSource {
+    /// Claims the tasks of healthy submit messages, one call per stream; a failed call leaves its tasks to be
+    /// claimed by their handlers (which then meet the same error, and leave the message pending).
+    async fn claim(&self, deliveries: Vec<Delivery>) -> Vec<Submit> {
+        let mut claims: Vec<Option<Result<Claim, StoreError>>> = deliveries.iter().map(|_| None).collect();
+        let mut by_stream: std::collections::BTreeMap<&str, Vec<(usize, &str)>> = Default::default();
+        for (i, delivery) in deliveries.iter().enumerate() {
+            if consumer::poison(delivery, self.max_deliveries).is_some() {
+                continue;
+            }
+            if let Ok(Message::SubmitTask { task_id, .. }) = &delivery.message {
+                by_stream
+                    .entry(delivery.stream.as_str())
+                    .or_default()
+                    .push((i, task_id.as_str()));
+            }
+        }
+        for tasks in by_stream.values() {
+            let ids: Vec<&str> = tasks.iter().map(|(_, id)| *id).collect();
+            match self.store.claim_submits(&ids, now_ms(), self.lease_ms).await {
+                Ok(answers) => {
+                    for ((i, _), answer) in tasks.iter().zip(answers) {
+                        claims[*i] = Some(answer);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming the tasks read failed"),
+            }
+        }
+        deliveries.into_iter().zip(claims).collect()
     }
 }
 
@@ -112,10 +175,13 @@ struct Worker {
     store: Store,
     providers: Providers,
     config: Config,
+    acker: Acker,
+    /// Records remote ids, many tasks per script call under load.
+    started: Coalescer<Started>,
 }
 
 impl Worker {
-    async fn handle(&self, delivery: Delivery) {
+    async fn handle(&self, delivery: Delivery, claim: Option<Result<Claim, StoreError>>) {
         if let Some(reason) = consumer::poison(&delivery, self.config.streams.max_deliveries) {
             return self.bury(&delivery, &reason).await;
         }
@@ -136,7 +202,7 @@ impl Worker {
                     messaging.message.id = %delivery.id,
                 );
                 context::set_parent(&span, traceparent.as_deref());
-                self.submit(task_id).instrument(span).await
+                self.submit(task_id, claim).instrument(span).await
             }
             Ok(other) => {
                 tracing::error!(message = ?other, "unexpected message on a submit stream");
@@ -145,11 +211,7 @@ impl Worker {
             Err(_) => Ok(()),
         };
         match done {
-            Ok(()) => {
-                if let Err(e) = self.store.ack(&delivery.stream, GROUP, &delivery.id).await {
-                    tracing::warn!(error = %e, "ack failed; the message will be delivered again");
-                }
-            }
+            Ok(()) => self.acker.ack(&delivery.stream, &delivery.id),
             // Not acknowledged: the message stays pending and is taken over after the lease.
             Err(e) => tracing::error!(error = %e, "submit failed; left pending for redelivery"),
         }
@@ -190,11 +252,16 @@ impl Worker {
         }
     }
 
-    async fn submit(&self, task_id: &str) -> anyhow::Result<()> {
-        let claim = self
-            .store
-            .claim_submit(task_id, now_ms(), self.config.submitter.lease_ms)
-            .await?;
+    /// Sends one task to its provider: `claim` is the read's claim of it, if it made one.
+    async fn submit(&self, task_id: &str, claim: Option<Result<Claim, StoreError>>) -> anyhow::Result<()> {
+        let claim = match claim {
+            Some(claim) => claim?,
+            None => {
+                self.store
+                    .claim_submit(task_id, now_ms(), self.config.submitter.lease_ms)
+                    .await?
+            }
+        };
         let (attempt, model, spec, chain_first_frame) = match claim {
             Claim::Claimed {
                 attempt,
@@ -301,12 +368,17 @@ impl Worker {
         first_poll: u64,
     ) -> anyhow::Result<bool> {
         let give_up_at = now + self.config.submitter.lease_ms;
+        let (provider, remote_id) = remote;
+        let started = Started {
+            task_id: task_id.to_owned(),
+            attempt,
+            provider,
+            remote_id: remote_id.to_owned(),
+            first_poll_at: first_poll,
+        };
+        let partition = self.store.partition_of_task(task_id)?;
         loop {
-            match self
-                .store
-                .mark_running(task_id, attempt, remote, now, first_poll)
-                .await
-            {
+            match self.started.call(partition, started.clone()).await {
                 Ok(applied) => return Ok(applied),
                 Err(e @ StoreError::Redis(_)) if now_ms() < give_up_at => {
                     tracing::warn!(error = %e, "recording the remote task failed; retrying");

@@ -1,4 +1,5 @@
-//! Creating batches and reading batches and tasks for the API.
+//! Creating batches, reading batches and tasks for the API, and removing settled batches once their retention is
+//! over.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -6,6 +7,7 @@ use redis::AsyncCommands;
 
 use super::{
     fields::{batch, task},
+    row::Row,
     Result, Store, StoreError,
 };
 use crate::{
@@ -228,6 +230,68 @@ impl Store {
             index = end;
         }
         Ok(Page::of_overfetched(data, limit))
+    }
+}
+
+impl Store {
+    /// Removes up to `max` batches of partition `p` settled at or before `cutoff` (ms), oldest first: first their
+    /// tenant side (one `expire_tenant.lua` call per tenant, in the tenant's slot), then the batches themselves
+    /// (one `expire_batches.lua` call for the partition). A crash in between leaves the batches indexed, and the next
+    /// call does both steps again; both are idempotent. Returns how many batches were found due, and how many of
+    /// them were removed.
+    pub async fn expire_settled_batches(&self, p: u32, cutoff: u64, max: usize) -> Result<(usize, usize)> {
+        const FIELDS: [&str; 2] = [batch::TENANT_ID, batch::TOTAL];
+        let mut conn = self.connection();
+        let index = self.keys.expiring_batches(p);
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(cutoff)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(max)
+            .query_async(&mut conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hmget(self.keys.batch(id), &FIELDS);
+        }
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+        let mut by_tenant: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        let mut remove = self.scripts.expire_batches.key(&index);
+        remove.arg(cutoff);
+        for (id, values) in ids.iter().zip(&rows) {
+            let row = Row::of_fields(id, &FIELDS, values);
+            // A batch whose hash is already gone has nothing left to remove but its index entry.
+            let total: usize = row.number(batch::TOTAL)?;
+            if let Some(tenant) = row.text(batch::TENANT_ID) {
+                by_tenant.entry(tenant.to_owned()).or_default().push(id);
+            }
+            remove
+                .key(self.keys.batch(id))
+                .key(self.keys.batch_events(id))
+                .arg(id)
+                .arg(total + 2);
+            for i in 0..total {
+                remove.key(self.keys.task(id, &ids::task_id(id, i)));
+            }
+        }
+        for (tenant, batch_ids) in &by_tenant {
+            let _: i64 = self
+                .scripts
+                .expire_tenant
+                .key(self.keys.tenant_batches(tenant))
+                .key(self.keys.settlements(tenant))
+                .key(self.keys.ledger_by_batch(tenant))
+                .arg(batch_ids.as_slice())
+                .invoke_async(&mut conn)
+                .await?;
+        }
+        let removed: usize = remove.invoke_async(&mut conn).await?;
+        Ok((ids.len(), removed))
     }
 }
 

@@ -3,68 +3,78 @@
 use super::{Result, Store};
 use crate::config::ProviderLimits;
 
-/// How a limited call ended, for the AIMD rate adjustment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallOutcome {
-    Ok,
-    RateLimited,
-    Error,
-}
-
 /// The lowest the AIMD factor goes after repeated 429s, and how much each good answer gives back.
 const FACTOR_FLOOR: f64 = 0.05;
 const FACTOR_STEP: f64 = 0.02;
 
+/// What one process's pool asks of a provider's shared limits (see `limiter_take.lua`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PermitRequest<'a> {
+    /// Which share of the in-flight slots this kind of call may use (creates leave room for polls).
+    pub share: f64,
+    /// How long the slots stay held should the holder die (ms).
+    pub lease_ms: u64,
+    /// The pool's id (one per process and kind of call).
+    pub holder: &'a str,
+    /// The slots the pool wants to hold, those in use included; 0 gives them all back.
+    pub slots: u32,
+    /// The rate tokens the pool wants now.
+    pub tokens: u32,
+    /// What the pool's calls met since it last asked: 429s, and good answers.
+    pub rate_limited: u32,
+    pub ok: u32,
+}
+
+/// What the shared limits granted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PermitGrant {
+    /// The slots the pool holds now (may be fewer than it holds in use, when others took the rest).
+    pub slots: u32,
+    /// Rate tokens granted, to be spent at once.
+    pub tokens: u32,
+    /// When no token was granted: how long to wait before asking again (ms).
+    pub wait_ms: u64,
+    /// The AIMD factor now in force.
+    pub factor: f64,
+}
+
 impl Store {
-    /// Asks for a request slot of `provider`; 0 = granted (held by `holder` until released or `lease_ms`),
-    /// otherwise how many ms to wait before asking again.
-    pub async fn limiter_acquire(
+    /// Asks `provider`'s shared limits for a block of permits (one script call, however many are granted).
+    pub async fn limiter_take(
         &self,
         provider: &str,
         limits: &ProviderLimits,
-        share: f64,
-        lease_ms: u64,
-        holder: &str,
+        request: &PermitRequest<'_>,
         now: u64,
-    ) -> Result<u64> {
-        let (tat, inflight, factor) = self.keys.limiter(provider);
-        Ok(self
+    ) -> Result<PermitGrant> {
+        let (tat, holders, factor) = self.keys.limiter(provider);
+        let (slots, tokens, wait_ms, factor): (u32, u32, u64, String) = self
             .scripts
-            .limiter_acquire
+            .limiter_take
             .key(tat)
-            .key(inflight)
+            .key(holders)
             .key(factor)
             .arg(now)
             .arg(limits.rate_per_sec)
             .arg(limits.burst.max(1))
             .arg(limits.max_in_flight)
-            .arg(share)
-            .arg(lease_ms)
-            .arg(holder)
-            .invoke_async(&mut self.connection())
-            .await?)
-    }
-
-    /// Gives the slot back and adjusts the shared rate; returns the factor now in force.
-    pub async fn limiter_release(&self, provider: &str, holder: &str, outcome: CallOutcome) -> Result<f64> {
-        let (_, inflight, factor) = self.keys.limiter(provider);
-        let outcome = match outcome {
-            CallOutcome::Ok => "ok",
-            CallOutcome::RateLimited => "rate_limited",
-            CallOutcome::Error => "error",
-        };
-        let now: String = self
-            .scripts
-            .limiter_release
-            .key(inflight)
-            .key(factor)
-            .arg(holder)
-            .arg(outcome)
+            .arg(request.share)
+            .arg(request.lease_ms)
+            .arg(request.holder)
+            .arg(request.slots)
+            .arg(request.tokens)
+            .arg(request.rate_limited)
+            .arg(request.ok)
             .arg(FACTOR_FLOOR)
             .arg(FACTOR_STEP)
             .invoke_async(&mut self.connection())
             .await?;
-        Ok(now.parse().unwrap_or(1.0))
+        Ok(PermitGrant {
+            slots,
+            tokens,
+            wait_ms,
+            factor: factor.parse().unwrap_or(1.0),
+        })
     }
 }
 

@@ -37,10 +37,10 @@ pub use self::{
     dead_letters::DeadLetter,
     events::{BatchEvent, EventWatcher},
     idempotency::{fingerprint, IdempotencyBegin, IdempotencyLease, IdempotentRequest, StoredAnswer},
-    limiter::{CallOutcome, RateDecision},
+    limiter::{PermitGrant, PermitRequest, RateDecision},
     open_work::{OpenBatch, TaskLease},
     stats::{BatchFigures, ScheduleKind, StreamKind, StreamStats, TaskFigures},
-    tasks::{CancelBatch, Claim, Outcome, SettlementInput, TaskRow},
+    tasks::{CancelBatch, Claim, Finish, Outcome, SettlementInput, Started, TaskRow},
     tenants::{Credits, Grant, LedgerEntry, Reservation, Settlement, MAX_GRANT},
 };
 use crate::keys::Keys;

@@ -1,5 +1,7 @@
 //! Reads and resends over the work that is still open, for the recovery sweep (`crate::recovery`), which owns the
-//! policy; this module only knows where things are.
+//! policy; this module only knows where things are. The open index (`{pN}:open`) is scored by when each batch is
+//! next due for a check, so a sweep reads the due batches only, however many are open; and the streams that carry
+//! the open work are trimmed here once every consumer group is done with their entries.
 
 use std::collections::HashMap;
 
@@ -23,6 +25,8 @@ pub struct OpenBatch {
     pub status: BatchStatus,
     pub total: usize,
     pub traceparent: Option<String>,
+    /// When the batch was accepted (ms).
+    pub created_at: u64,
 }
 
 /// One task of an open batch: its state and, while `submitting`, when its submitter's lease ends (ms).
@@ -33,13 +37,27 @@ pub struct TaskLease {
 }
 
 impl Store {
-    /// Up to `max` batches of partition `p` that are not settled yet, oldest first. Ids whose batch hash is
-    /// gone are dropped from the index on the way.
-    pub async fn open_batches(&self, p: u32, max: usize) -> Result<Vec<OpenBatch>> {
-        const FIELDS: [&str; 3] = [batch::STATUS, batch::TOTAL, batch::TRACEPARENT];
+    /// Takes up to `max` batches of partition `p` whose check is due at `now` (ms), the longest overdue first, and
+    /// moves their next check to `next_check` (so a concurrent sweep does not take them too). Ids whose batch hash
+    /// is gone are dropped from the index on the way.
+    pub async fn claim_due_open_batches(
+        &self,
+        p: u32,
+        now: u64,
+        max: usize,
+        next_check: u64,
+    ) -> Result<Vec<OpenBatch>> {
+        const FIELDS: [&str; 4] = [batch::STATUS, batch::TOTAL, batch::TRACEPARENT, batch::CREATED_AT];
         let mut conn = self.connection();
-        let last = isize::try_from(max).unwrap_or(isize::MAX).saturating_sub(1);
-        let ids: Vec<String> = conn.zrange(self.keys.open_batches(p), 0, last).await?;
+        let ids: Vec<String> = self
+            .scripts
+            .open_claim
+            .key(self.keys.open_batches(p))
+            .arg(now)
+            .arg(max)
+            .arg(next_check)
+            .invoke_async(&mut conn)
+            .await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -59,10 +77,34 @@ impl Store {
                 status,
                 total: row.number(batch::TOTAL)?,
                 traceparent: row.text(batch::TRACEPARENT).map(str::to_owned),
+                created_at: row.number(batch::CREATED_AT)?,
                 id,
             });
         }
         Ok(open)
+    }
+
+    /// Moves the next check of an open batch to `at` (ms); a batch no longer open (settled since) stays out.
+    pub async fn schedule_check(&self, batch_id: &str, at: u64) -> Result<()> {
+        let key = self.keys.open_batches(self.keys.partition_of(batch_id));
+        let _: () = redis::cmd("ZADD")
+            .arg(key)
+            .arg("XX")
+            .arg(at)
+            .arg(batch_id)
+            .query_async(&mut self.connection())
+            .await?;
+        Ok(())
+    }
+
+    /// How many batches are open (not yet settled), all partitions: one ZCARD each.
+    pub async fn open_batch_count(&self) -> Result<u64> {
+        let mut pipe = redis::pipe();
+        for p in 0..self.keys.partitions() {
+            pipe.zcard(self.keys.open_batches(p));
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut self.connection()).await?;
+        Ok(counts.iter().sum())
     }
 
     /// The state of every task of `batch`, by index (`None` where a task hash is missing).
@@ -106,6 +148,74 @@ impl Store {
         Ok(self
             .connection()
             .hgetall(self.keys.reservations(tenant_id))
+            .await?)
+    }
+
+    /// The tenant's batch ids reserved after the last look for orphans ended (see
+    /// [`Store::set_reservations_checked`]; from the start before the first look) and at or before `until` (ms),
+    /// oldest first, at most `max`, with their reservation times; and where the last look ended.
+    pub async fn reserved_between(
+        &self,
+        tenant_id: &str,
+        until: u64,
+        max: usize,
+    ) -> Result<(u64, Vec<(String, u64)>)> {
+        let mut conn = self.connection();
+        let after: Option<u64> = conn.get(self.keys.reservations_checked(tenant_id)).await?;
+        let after = after.unwrap_or(0);
+        if after >= until {
+            return Ok((after, Vec::new()));
+        }
+        let ids: Vec<(String, u64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.tenant_batches(tenant_id))
+            .arg(format!("({after}"))
+            .arg(until)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(max)
+            .query_async(&mut conn)
+            .await?;
+        Ok((after, ids))
+    }
+
+    /// Records that the tenant's reservations made up to `at` (ms) have been looked at.
+    pub async fn set_reservations_checked(&self, tenant_id: &str, at: u64) -> Result<()> {
+        let _: () = self
+            .connection()
+            .set(self.keys.reservations_checked(tenant_id), at)
+            .await?;
+        Ok(())
+    }
+
+    /// Those of `batch_ids` (the tenant's) that still hold a reservation but whose batch was never written: one
+    /// pipelined HEXISTS and EXISTS each.
+    pub async fn orphan_reservations(&self, tenant_id: &str, batch_ids: &[String]) -> Result<Vec<String>> {
+        if batch_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in batch_ids {
+            pipe.hexists(self.keys.reservations(tenant_id), id)
+                .exists(self.keys.batch(id));
+        }
+        let found: Vec<bool> = pipe.query_async(&mut self.connection()).await?;
+        Ok(batch_ids
+            .iter()
+            .zip(found.chunks(2))
+            .filter(|(_, found)| matches!(found, [true, false]))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    /// Drops the entries of partition `p`'s stream of `kind` that every consumer group has acknowledged (one
+    /// script call; see `trim_stream.lua`); a stream without a group is left alone. Returns how many went.
+    pub async fn trim_stream(&self, kind: StreamKind, p: u32) -> Result<u64> {
+        Ok(self
+            .scripts
+            .trim_stream
+            .key(self.stream_key(kind, p))
+            .invoke_async(&mut self.connection())
             .await?)
     }
 }

@@ -2,36 +2,43 @@
 
 use redis::AsyncCommands;
 
-use super::{tasks::batch_of, Result, Store};
+use super::{
+    tasks::{batch_of, TaskRow},
+    Result, Store,
+};
 
 impl Store {
-    /// Claims up to `max` due polls of a partition, each leased for `lease_ms`.
+    /// Claims up to `max` due polls of a partition, each leased for `lease_ms`, with each task's row (`None` when
+    /// the task is gone; an error when its hash is damaged), in one script call. Also answers the earliest due
+    /// time left in the partition's schedule (`None` when it is empty), so that a poller knows when to come back.
     pub async fn claim_polls(
         &self,
         partition: u32,
         now: u64,
         lease_ms: u64,
         max: usize,
-    ) -> Result<Vec<String>> {
-        Ok(self
+    ) -> Result<(Vec<(String, Result<Option<TaskRow>>)>, Option<u64>)> {
+        type Reply = (Vec<(String, Vec<Option<String>>)>, String);
+        let (claimed, next_due): Reply = self
             .scripts
             .poll_claim
             .key(self.keys.polls(partition))
             .arg(now)
             .arg(lease_ms)
             .arg(max)
+            .arg(self.keys.partition_task_prefix(partition))
+            .arg(&TaskRow::FIELDS)
             .invoke_async(&mut self.connection())
-            .await?)
-    }
-
-    /// The earliest due time (ms) over all partitions, if anything is scheduled.
-    pub async fn next_poll_due(&self) -> Result<Option<u64>> {
-        let mut pipe = redis::pipe();
-        for p in 0..self.keys.partitions() {
-            pipe.zrange_withscores(self.keys.polls(p), 0, 0);
-        }
-        let firsts: Vec<Vec<(String, f64)>> = pipe.query_async(&mut self.connection()).await?;
-        Ok(firsts.iter().flatten().map(|(_, score)| *score as u64).min())
+            .await?;
+        let rows = claimed
+            .into_iter()
+            .map(|(id, values)| {
+                let row = TaskRow::from_values(&id, &values);
+                (id, row)
+            })
+            .collect();
+        // Scores are whole ms, though Redis may write them as floats.
+        Ok((rows, next_due.parse::<f64>().ok().map(|due| due as u64)))
     }
 
     /// Records progress of a running task and schedules its next poll; false when it left the schedule.

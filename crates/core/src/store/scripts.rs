@@ -71,14 +71,17 @@ pub(crate) struct Scripts {
     pub settle: Script,
     pub retry_later: Script,
     pub retry_pump: Script,
-    pub limiter_acquire: Script,
-    pub limiter_release: Script,
+    pub limiter_take: Script,
     pub tenant_rate: Script,
     pub create_tenant: Script,
     pub cancel_batch: Script,
     pub idem_begin: Script,
     pub idem_finish: Script,
     pub idem_release: Script,
+    pub open_claim: Script,
+    pub expire_batches: Script,
+    pub expire_tenant: Script,
+    pub trim_stream: Script,
 }
 
 impl Scripts {
@@ -96,14 +99,17 @@ impl Scripts {
             settle: script!("settle"),
             retry_later: script!("retry_later"),
             retry_pump: script!("retry_pump"),
-            limiter_acquire: script!("limiter_acquire"),
-            limiter_release: script!("limiter_release"),
+            limiter_take: script!("limiter_take"),
             tenant_rate: script!("tenant_rate"),
             create_tenant: script!("create_tenant"),
             cancel_batch: script!("cancel_batch"),
             idem_begin: script!("idem_begin"),
             idem_finish: script!("idem_finish"),
             idem_release: script!("idem_release"),
+            open_claim: script!("open_claim"),
+            expire_batches: script!("expire_batches"),
+            expire_tenant: script!("expire_tenant"),
+            trim_stream: script!("trim_stream"),
         }
     }
 }

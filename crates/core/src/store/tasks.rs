@@ -33,6 +33,56 @@ pub enum Claim {
     Unusable { attempt: u32, why: String },
 }
 
+impl Claim {
+    /// One task's answer of `claim_submit.lua`: `ok` and the task's fields, or `skip` and the state in the way.
+    fn from_reply(task_id: &str, reply: &[Option<String>]) -> Result<Self> {
+        // The script's answer, then task fields, read through a row like an HMGET.
+        const CLAIMED: [&str; 6] = [
+            "answer",
+            task::ATTEMPTS,
+            task::MODEL,
+            task::SPEC,
+            task::CHAIN_FIRST_FRAME,
+            task::TENANT_ID,
+        ];
+        let row = Row::of_fields(task_id, &CLAIMED, reply);
+        if row.text("answer") != Some("ok") {
+            // The script answers the state that forbids the claim (in the second place), or `missing`.
+            return Ok(Self::Skip(match row.text(task::ATTEMPTS) {
+                Some("missing") => None,
+                status => Some(
+                    status
+                        .unwrap_or_default()
+                        .parse()
+                        .map_err(|e| StoreError::Corrupt(format!("{task_id}: {e}")))?,
+                ),
+            }));
+        }
+        let attempt = row.parse(task::ATTEMPTS)?;
+        // A damaged spec is an error (the message is retried, then buried as poison); a model this version does not
+        // know can never be sent, so the task fails at once.
+        let spec = serde_json::from_str(row.text(task::SPEC).unwrap_or_default()).map_err(|e| {
+            StoreError::Corrupt(format!("{task_id}: field `{}` does not parse: {e}", task::SPEC))
+        })?;
+        let model = match row.parse(task::MODEL) {
+            Ok(model) => model,
+            Err(e) => {
+                return Ok(Self::Unusable {
+                    attempt,
+                    why: e.to_string(),
+                })
+            }
+        };
+        Ok(Self::Claimed {
+            attempt,
+            model,
+            spec,
+            chain_first_frame: row.text(task::CHAIN_FIRST_FRAME).map(str::to_owned),
+            tenant_id: row.string(task::TENANT_ID)?,
+        })
+    }
+}
+
 /// How a task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -91,6 +141,43 @@ pub struct TaskRow {
 }
 
 impl TaskRow {
+    /// The task hash fields a row is made of, in the order [`TaskRow::from_values`] reads them.
+    pub(super) const FIELDS: [&'static str; 11] = [
+        task::STATUS,
+        task::ATTEMPTS,
+        task::REMOTE_ID,
+        task::MODEL,
+        task::PROGRESS,
+        task::PROVIDER,
+        task::POLLS,
+        task::POLL_ERRORS,
+        task::SUBMITTED_AT,
+        task::TRACEPARENT,
+        task::TENANT_ID,
+    ];
+
+    /// The row from the values of [`TaskRow::FIELDS`] (an HMGET); `None` when the task hash is gone.
+    pub(super) fn from_values(task_id: &str, values: &[Option<String>]) -> Result<Option<Self>> {
+        let row = Row::of_fields(task_id, &Self::FIELDS, values);
+        let Some(status) = row.parse_opt::<TaskStatus>(task::STATUS)? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            status,
+            attempt: row.number(task::ATTEMPTS)?,
+            remote_id: row.text(task::REMOTE_ID).unwrap_or_default().to_owned(),
+            model: row.parse(task::MODEL)?,
+            batch_id: batch_of(task_id)?,
+            progress: row.number::<u8>(task::PROGRESS)?.min(100),
+            provider: row.parse_opt(task::PROVIDER)?,
+            polls: row.number(task::POLLS)?,
+            poll_errors: row.number(task::POLL_ERRORS)?,
+            submitted_at: row.number(task::SUBMITTED_AT)?,
+            traceparent: row.text(task::TRACEPARENT).map(str::to_owned),
+            tenant_id: row.string(task::TENANT_ID)?,
+        }))
+    }
+
     /// The provider of a task that the provider holds (`running`); an error when the row does not say which.
     pub fn running_provider(&self) -> Result<ProviderName> {
         self.provider.ok_or_else(|| {
@@ -122,6 +209,37 @@ pub enum CancelBatch {
     Missing,
 }
 
+/// A task the provider accepted, to record with [`Store::mark_running_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub task_id: String,
+    pub attempt: u32,
+    pub provider: ProviderName,
+    pub remote_id: String,
+    /// When to poll it first (ms).
+    pub first_poll_at: u64,
+}
+
+/// A task to finish with [`Store::finish_tasks`]; `attempt: None` accepts any attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    pub task_id: String,
+    pub attempt: Option<u32>,
+    pub outcome: Outcome,
+    pub now: u64,
+}
+
+/// A multi-task script's 1/0 answers, one per task.
+fn answers(expected: usize, applied: Vec<i64>) -> Result<Vec<bool>> {
+    if applied.len() != expected {
+        return Err(StoreError::Corrupt(format!(
+            "{expected} tasks sent, {} answers",
+            applied.len()
+        )));
+    }
+    Ok(applied.into_iter().map(|a| a == 1).collect())
+}
+
 pub(super) fn batch_of(task_id: &str) -> Result<String> {
     ids::parse_task_id(task_id)
         .map(|(batch, _)| batch)
@@ -131,61 +249,47 @@ pub(super) fn batch_of(task_id: &str) -> Result<String> {
 impl Store {
     /// `queued → submitting`: starts a new attempt, or says why there is nothing to do.
     pub async fn claim_submit(&self, task_id: &str, now: u64, lease_ms: u64) -> Result<Claim> {
-        let batch_id = batch_of(task_id)?;
-        // The script's answer, then task fields, read through a row like an HMGET.
-        const CLAIMED: [&str; 6] = [
-            "answer",
-            task::ATTEMPTS,
-            task::MODEL,
-            task::SPEC,
-            task::CHAIN_FIRST_FRAME,
-            task::TENANT_ID,
-        ];
-        let reply: Vec<Option<String>> = self
-            .scripts
-            .claim_submit
-            .key(self.keys.task(&batch_id, task_id))
-            .key(self.keys.batch(&batch_id))
-            .key(self.keys.batch_events(&batch_id))
+        let mut claims = self.claim_submits(&[task_id], now, lease_ms).await?;
+        claims.pop().unwrap_or_else(|| {
+            Err(StoreError::Corrupt(format!(
+                "{task_id}: the claim gave no answer"
+            )))
+        })
+    }
+
+    /// [`Store::claim_submit`] for several tasks of one partition in one script call; one answer per task, in
+    /// order (a damaged task is an error of its own and does not spoil the others).
+    pub async fn claim_submits(
+        &self,
+        task_ids: &[&str],
+        now: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<Result<Claim>>> {
+        let mut script = self.scripts.claim_submit.prepare_invoke();
+        for task_id in task_ids {
+            let batch_id = batch_of(task_id)?;
+            script
+                .key(self.keys.task(&batch_id, task_id))
+                .key(self.keys.batch(&batch_id))
+                .key(self.keys.batch_events(&batch_id));
+        }
+        let replies: Vec<Vec<Option<String>>> = script
             .arg(now)
             .arg(lease_ms)
             .invoke_async(&mut self.connection())
             .await?;
-        let row = Row::of_fields(task_id, &CLAIMED, &reply);
-        if row.text("answer") != Some("ok") {
-            // The script answers the state that forbids the claim (in the second place), or `missing`.
-            return Ok(Claim::Skip(match row.text(task::ATTEMPTS) {
-                Some("missing") => None,
-                status => Some(
-                    status
-                        .unwrap_or_default()
-                        .parse()
-                        .map_err(|e| StoreError::Corrupt(format!("{task_id}: {e}")))?,
-                ),
-            }));
+        if replies.len() != task_ids.len() {
+            return Err(StoreError::Corrupt(format!(
+                "claimed {} tasks, got {} answers",
+                task_ids.len(),
+                replies.len()
+            )));
         }
-        let attempt = row.parse(task::ATTEMPTS)?;
-        // A damaged spec is an error (the message is retried, then buried as poison); a model this version does not
-        // know can never be sent, so the task fails at once.
-        let spec = serde_json::from_str(row.text(task::SPEC).unwrap_or_default()).map_err(|e| {
-            StoreError::Corrupt(format!("{task_id}: field `{}` does not parse: {e}", task::SPEC))
-        })?;
-        let model = match row.parse(task::MODEL) {
-            Ok(model) => model,
-            Err(e) => {
-                return Ok(Claim::Unusable {
-                    attempt,
-                    why: e.to_string(),
-                })
-            }
-        };
-        Ok(Claim::Claimed {
-            attempt,
-            model,
-            spec,
-            chain_first_frame: row.text(task::CHAIN_FIRST_FRAME).map(str::to_owned),
-            tenant_id: row.string(task::TENANT_ID)?,
-        })
+        Ok(task_ids
+            .iter()
+            .zip(replies)
+            .map(|(task_id, reply)| Claim::from_reply(task_id, &reply))
+            .collect())
     }
 
     /// `submitting → running`: records the remote id and schedules the first poll. False if the attempt is stale.
@@ -198,21 +302,33 @@ impl Store {
         first_poll_at: u64,
     ) -> Result<bool> {
         let (provider, remote_id) = remote;
-        let batch_id = batch_of(task_id)?;
-        let applied: i64 = self
-            .scripts
-            .mark_running
-            .key(self.keys.task(&batch_id, task_id))
-            .key(self.keys.polls(self.keys.partition_of(&batch_id)))
-            .key(self.keys.batch_events(&batch_id))
-            .arg(now)
-            .arg(attempt)
-            .arg(remote_id)
-            .arg(first_poll_at)
-            .arg(provider.as_str())
-            .invoke_async(&mut self.connection())
-            .await?;
-        Ok(applied == 1)
+        let started = Started {
+            task_id: task_id.to_owned(),
+            attempt,
+            provider,
+            remote_id: remote_id.to_owned(),
+            first_poll_at,
+        };
+        let partition = self.keys.partition_of(&batch_of(task_id)?);
+        Ok(self.mark_running_all(partition, &[started], now).await?[0])
+    }
+
+    /// [`Store::mark_running`] for several tasks of one partition, in one script call; one answer per task.
+    pub async fn mark_running_all(&self, partition: u32, started: &[Started], now: u64) -> Result<Vec<bool>> {
+        let mut script = self.scripts.mark_running.prepare_invoke();
+        script.key(self.keys.polls(partition)).arg(now);
+        for task in started {
+            let batch_id = batch_of(&task.task_id)?;
+            script
+                .key(self.keys.task(&batch_id, &task.task_id))
+                .key(self.keys.batch_events(&batch_id))
+                .arg(task.attempt)
+                .arg(&task.remote_id)
+                .arg(task.first_poll_at)
+                .arg(task.provider.as_str());
+        }
+        let applied: Vec<i64> = script.invoke_async(&mut self.connection()).await?;
+        answers(started.len(), applied)
     }
 
     /// Moves a task to a terminal state, with everything that follows in its batch. `attempt: None` accepts
@@ -224,45 +340,58 @@ impl Store {
         outcome: &Outcome,
         now: u64,
     ) -> Result<bool> {
-        let batch_id = batch_of(task_id)?;
-        let partition = self.keys.partition_of(&batch_id);
-        let status = outcome.status().as_str();
-        let (url, frame, code, message) = match outcome {
-            Outcome::Succeeded {
-                video_url,
-                last_frame_url,
-            } => (
-                video_url.as_str(),
-                last_frame_url.as_deref().unwrap_or(""),
-                "",
-                "",
-            ),
-            Outcome::Failed { code, message } => ("", "", code.as_str(), message.as_str()),
-            Outcome::Cancelled { message } => ("", "", FailureCode::Cancelled.as_str(), message.as_str()),
+        let finish = Finish {
+            task_id: task_id.to_owned(),
+            attempt,
+            outcome: outcome.clone(),
+            now,
         };
-        let applied: i64 = self
-            .scripts
-            .finish_task
-            .key(self.keys.task(&batch_id, task_id))
-            .key(self.keys.batch(&batch_id))
+        let partition = self.keys.partition_of(&batch_of(task_id)?);
+        Ok(self.finish_tasks(partition, &[finish]).await?[0])
+    }
+
+    /// [`Store::finish_task`] for several tasks of one partition, in one script call (each finished in turn, as
+    /// if alone); one answer per task.
+    pub async fn finish_tasks(&self, partition: u32, finishes: &[Finish]) -> Result<Vec<bool>> {
+        let mut script = self.scripts.finish_task.prepare_invoke();
+        script
             .key(self.keys.polls(partition))
             .key(self.keys.submit_stream(partition))
-            .key(self.keys.batch_events(&batch_id))
             .key(self.keys.settle_stream(partition))
             .key(self.keys.retries(partition))
-            .arg(now)
-            .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
-            .arg(status)
-            .arg(url)
-            .arg(frame)
-            .arg(code)
-            .arg(message)
-            .arg(self.keys.task_prefix(&batch_id))
-            .arg(ids::task_id_stem(&batch_id))
-            .arg(&batch_id)
-            .invoke_async(&mut self.connection())
-            .await?;
-        Ok(applied == 1)
+            .arg(self.keys.partition_task_prefix(partition));
+        for finish in finishes {
+            let batch_id = batch_of(&finish.task_id)?;
+            let status = finish.outcome.status().as_str();
+            let (url, frame, code, message) = match &finish.outcome {
+                Outcome::Succeeded {
+                    video_url,
+                    last_frame_url,
+                } => (
+                    video_url.as_str(),
+                    last_frame_url.as_deref().unwrap_or(""),
+                    "",
+                    "",
+                ),
+                Outcome::Failed { code, message } => ("", "", code.as_str(), message.as_str()),
+                Outcome::Cancelled { message } => ("", "", FailureCode::Cancelled.as_str(), message.as_str()),
+            };
+            script
+                .key(self.keys.task(&batch_id, &finish.task_id))
+                .key(self.keys.batch(&batch_id))
+                .key(self.keys.batch_events(&batch_id))
+                .arg(finish.now)
+                .arg(finish.attempt.map(|a| a.to_string()).unwrap_or_default())
+                .arg(status)
+                .arg(url)
+                .arg(frame)
+                .arg(code)
+                .arg(message)
+                .arg(&batch_id)
+                .arg(ids::task_id_stem(&batch_id));
+        }
+        let applied: Vec<i64> = script.invoke_async(&mut self.connection()).await?;
+        answers(finishes.len(), applied)
     }
 
     /// Marks a batch `cancelling`, or says why it cannot be.
@@ -333,42 +462,12 @@ impl Store {
 
     /// A task's state as the workers see it; `None` when there is no such task.
     pub async fn task_row(&self, task_id: &str) -> Result<Option<TaskRow>> {
-        const FIELDS: [&str; 11] = [
-            task::STATUS,
-            task::ATTEMPTS,
-            task::REMOTE_ID,
-            task::MODEL,
-            task::PROGRESS,
-            task::PROVIDER,
-            task::POLLS,
-            task::POLL_ERRORS,
-            task::SUBMITTED_AT,
-            task::TRACEPARENT,
-            task::TENANT_ID,
-        ];
         let batch_id = batch_of(task_id)?;
         let values: Vec<Option<String>> = self
             .connection()
-            .hmget(self.keys.task(&batch_id, task_id), &FIELDS)
+            .hmget(self.keys.task(&batch_id, task_id), &TaskRow::FIELDS)
             .await?;
-        let row = Row::of_fields(task_id, &FIELDS, &values);
-        let Some(status) = row.parse_opt::<TaskStatus>(task::STATUS)? else {
-            return Ok(None);
-        };
-        Ok(Some(TaskRow {
-            status,
-            attempt: row.number(task::ATTEMPTS)?,
-            remote_id: row.text(task::REMOTE_ID).unwrap_or_default().to_owned(),
-            model: row.parse(task::MODEL)?,
-            batch_id,
-            progress: row.number::<u8>(task::PROGRESS)?.min(100),
-            provider: row.parse_opt(task::PROVIDER)?,
-            polls: row.number(task::POLLS)?,
-            poll_errors: row.number(task::POLL_ERRORS)?,
-            submitted_at: row.number(task::SUBMITTED_AT)?,
-            traceparent: row.text(task::TRACEPARENT).map(str::to_owned),
-            tenant_id: row.string(task::TENANT_ID)?,
-        }))
+        TaskRow::from_values(task_id, &values)
     }
 
     /// What settlement needs to know about a batch; `None` when there is no such batch.
@@ -409,11 +508,25 @@ impl Store {
             .key(self.keys.batch(batch_id))
             .key(self.keys.batch_events(batch_id))
             .key(self.keys.open_batches(self.keys.partition_of(batch_id)))
+            .key(self.keys.expiring_batches(self.keys.partition_of(batch_id)))
             .arg(now)
             .arg(charged)
             .arg(refunded)
             .invoke_async(&mut self.connection())
             .await?;
         Ok(applied == 1)
+    }
+}
+
+impl Store {
+    /// The partition of a task's batch.
+    pub fn partition_of_task(&self, task_id: &str) -> Result<u32> {
+        Ok(self.keys.partition_of(&batch_of(task_id)?))
+    }
+
+    /// Acknowledges messages of one stream whose effects are durable, in one `XACK`.
+    pub async fn ack_all(&self, stream: &str, group: &str, ids: &[String]) -> Result<()> {
+        let _: i64 = self.connection().xack(stream, group, ids).await?;
+        Ok(())
     }
 }

@@ -170,23 +170,40 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
         .await
         .unwrap();
     let p = store.keys().partition_of(&batch);
+    // A claim answers the ids it leased, each task's row, and the earliest due time left in the schedule.
+    let claim = |now: u64| {
+        let store = store.clone();
+        async move {
+            let (claimed, next_due) = store.claim_polls(p, now, 50, 10).await.unwrap();
+            let ids: Vec<String> = claimed
+                .into_iter()
+                .map(|(id, row)| {
+                    let row = row.unwrap().unwrap();
+                    assert_eq!(
+                        (row.status, row.remote_id.as_str()),
+                        (gantry_core::domain::TaskStatus::Running, "r-1")
+                    );
+                    id
+                })
+                .collect();
+            (ids, next_due)
+        }
+    };
 
-    assert!(
-        store.claim_polls(p, 99, 50, 10).await.unwrap().is_empty(),
-        "not due yet"
-    );
-    assert_eq!(store.next_poll_due().await.unwrap(), Some(100));
+    assert_eq!(claim(99).await, (vec![], Some(100)), "not due yet");
     assert_eq!(
-        store.claim_polls(p, 100, 50, 10).await.unwrap(),
-        std::slice::from_ref(&task)
+        claim(100).await,
+        (vec![task.clone()], Some(150)),
+        "leased until 150"
     );
-    assert!(
-        store.claim_polls(p, 120, 50, 10).await.unwrap().is_empty(),
+    assert_eq!(
+        claim(120).await,
+        (vec![], Some(150)),
         "leased to the first poller"
     );
     assert_eq!(
-        store.claim_polls(p, 150, 50, 10).await.unwrap(),
-        std::slice::from_ref(&task),
+        claim(150).await,
+        (vec![task.clone()], Some(200)),
         "the lease ran out"
     );
     assert!(store
@@ -194,7 +211,7 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
         .await
         .unwrap());
     assert_eq!(store.task(&task).await.unwrap().unwrap().progress, 40);
-    assert_eq!(store.next_poll_due().await.unwrap(), Some(400));
+    assert_eq!(claim(399).await, (vec![], Some(400)));
     store
         .finish_task(
             &task,
@@ -208,8 +225,8 @@ async fn polls_are_claimed_by_one_poller_until_the_lease_ends() {
         .await
         .unwrap();
     assert_eq!(
-        store.next_poll_due().await.unwrap(),
-        None,
+        claim(500).await,
+        (vec![], None),
         "a terminal task leaves the schedule"
     );
     assert!(!store
@@ -293,8 +310,11 @@ async fn money_moves_once_per_batch() {
 }
 
 #[tokio::test]
-async fn shared_limits_count_permits_and_429s_cut_the_rate_for_everyone() {
-    use gantry_core::{config::ProviderLimits, store::CallOutcome};
+async fn shared_limits_grant_permits_in_blocks_and_429s_cut_the_rate_for_everyone() {
+    use gantry_core::{
+        config::ProviderLimits,
+        store::{PermitGrant, PermitRequest},
+    };
     let redis = RedisServer::start().unwrap();
     let store = store(&redis).await;
     let limits = ProviderLimits {
@@ -303,73 +323,48 @@ async fn shared_limits_count_permits_and_429s_cut_the_rate_for_everyone() {
         max_in_flight: 3,
         create_share: 0.67,
     };
-    // A burst of two at once, then one every ~100 ms.
-    assert_eq!(
-        store
-            .limiter_acquire("p", &limits, 1.0, 10_000, "a", 1_000)
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        store
-            .limiter_acquire("p", &limits, 1.0, 10_000, "b", 1_000)
-            .await
-            .unwrap(),
-        0
-    );
-    let wait = store
-        .limiter_acquire("p", &limits, 1.0, 10_000, "c", 1_000)
-        .await
-        .unwrap();
-    assert!((90..=110).contains(&wait), "{wait}");
-    // Creates may hold two of the three permits; polls may take the third.
-    assert!(
-        store
-            .limiter_acquire("p", &limits, 0.67, 10_000, "c", 2_000)
-            .await
-            .unwrap()
-            > 0
-    );
-    assert_eq!(
-        store
-            .limiter_acquire("p", &limits, 1.0, 10_000, "c", 2_000)
-            .await
-            .unwrap(),
-        0
-    );
-    assert!(
-        store
-            .limiter_acquire("p", &limits, 1.0, 10_000, "d", 3_000)
-            .await
-            .unwrap()
-            > 0,
-        "all permits held"
-    );
-    // A holder that died: its permit comes back when the lease ends.
-    assert_eq!(
-        store
-            .limiter_acquire("p", &limits, 1.0, 10_000, "d", 11_001)
-            .await
-            .unwrap(),
-        0
-    );
+    let ask = |holder: &'static str, share: f64, slots: u32, tokens: u32| PermitRequest {
+        share,
+        lease_ms: 10_000,
+        holder,
+        slots,
+        tokens,
+        rate_limited: 0,
+        ok: 0,
+    };
+    let take = |request: PermitRequest<'static>, now: u64| {
+        let store = store.clone();
+        let limits = limits.clone();
+        async move { store.limiter_take("p", &limits, &request, now).await.unwrap() }
+    };
+    // A burst of two tokens at once, and every slot.
+    let a = take(ask("a", 1.0, 3, 5), 1_000).await;
+    assert_eq!((a.slots, a.tokens, a.wait_ms), (3, 2, 0));
+    // Nothing is left for another holder until `a` gives slots back.
+    let b = take(ask("b", 1.0, 1, 1), 1_000).await;
+    assert_eq!((b.slots, b.tokens), (0, 0));
+    assert!(b.wait_ms > 0);
+    assert_eq!(take(ask("a", 1.0, 1, 0), 1_000).await.slots, 1);
+    // Creates may hold two of the three slots; the burst is spent, so the next token comes ~100 ms later.
+    let b = take(ask("b", 0.67, 3, 1), 1_000).await;
+    assert_eq!((b.slots, b.tokens), (1, 0));
+    assert!((90..=110).contains(&b.wait_ms), "{b:?}");
+    let b = take(ask("b", 0.67, 1, 1), 1_102).await;
+    assert_eq!((b.slots, b.tokens, b.wait_ms), (1, 1, 0));
+    // A holder that died: its slots come back when its lease ends (b's lease runs to 11_102).
+    let c = take(ask("c", 1.0, 3, 0), 11_001).await;
+    assert_eq!(c.slots, 2, "{c:?}");
 
-    assert_eq!(
-        store
-            .limiter_release("p", "a", CallOutcome::RateLimited)
-            .await
-            .unwrap(),
-        0.5
-    );
-    assert_eq!(
-        store
-            .limiter_release("p", "b", CallOutcome::RateLimited)
-            .await
-            .unwrap(),
-        0.25
-    );
-    let recovered = store.limiter_release("p", "c", CallOutcome::Ok).await.unwrap();
+    // 429s halve the factor for everyone; good answers give it back step by step.
+    let report = |holder, rate_limited, ok| PermitRequest {
+        rate_limited,
+        ok,
+        ..ask(holder, 1.0, 0, 0)
+    };
+    let factor = |g: PermitGrant| g.factor;
+    assert_eq!(factor(take(report("a", 1, 0), 11_001).await), 0.5);
+    assert_eq!(factor(take(report("b", 2, 0), 11_001).await), 0.25);
+    let recovered = factor(take(report("c", 0, 1), 11_001).await);
     assert!((recovered - 0.27).abs() < 1e-9, "recovers gradually: {recovered}");
 }
 

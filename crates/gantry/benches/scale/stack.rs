@@ -92,6 +92,8 @@ fn tunable_defaults(options: &StackOptions) -> Vec<(&'static str, String)> {
     ];
     if let Some(secs) = options.retention_secs {
         env.push(("GANTRY__RETENTION__COMPLETED_SECS", secs.to_string()));
+        // Retention may not be shorter than the idempotency records (the harness sends no Idempotency-Key).
+        env.push(("GANTRY__GATEWAY__IDEMPOTENCY_TTL_SECS", secs.to_string()));
     }
     env
 }

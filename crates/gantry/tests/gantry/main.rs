@@ -16,3 +16,4 @@ mod observe;
 mod processes;
 mod provider;
 mod recovery;
+mod retention;

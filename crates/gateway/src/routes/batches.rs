@@ -69,7 +69,7 @@ async fn accept(
     tenant: &str,
     body: &[u8],
     batch_id: String,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     let gateway = &state.config.gateway;
     let body = parse_json(body)?;
     let limits = Limits {
@@ -87,9 +87,14 @@ async fn accept(
             });
         }
         Reservation::Closed => {
-            return Err(ApiError::Conflict(format!(
-                "batch {batch_id} was already settled or released"
-            )));
+            // A takeover of an idempotent request whose first attempt wrote the batch, which has settled since:
+            // the answer is that batch. Without a batch, the reservation was released and the id is spent.
+            return match state.store.tenant_batch(tenant, &batch_id).await? {
+                Some(view) => Ok(accepted(view)),
+                None => Err(ApiError::Conflict(format!(
+                    "batch {batch_id} was already settled or released"
+                ))),
+            };
         }
     }
     // The batch's trace: its tasks' submits, polls, callbacks and settlement are children of this request.
@@ -107,8 +112,13 @@ async fn accept(
         .await?
         .ok_or_else(|| ApiError::Internal("batch vanished".into()))?;
     tracing::info!(batch.id = %batch_id, tasks = batch.tasks.len(), cost, "batch accepted");
-    let location = format!("/v1/batches/{batch_id}");
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(view)))
+    Ok(accepted(view))
+}
+
+/// 202 with the batch and its `Location`.
+fn accepted(view: BatchView) -> Response {
+    let location = format!("/v1/batches/{}", view.id);
+    (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(view)).into_response()
 }
 
 /// `GET /v1/batches/{id}`.
