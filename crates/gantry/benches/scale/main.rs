@@ -122,15 +122,34 @@ fn run_options() -> anyhow::Result<Vec<RunOptions>> {
 async fn main() {
     // `cargo bench` appends `--bench`; the first other argument is the mode.
     let mode = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let result = match mode.as_deref() {
-        None | Some("run") => run_all().await,
-        Some("compare") => compare::run().await,
-        Some("soak") => soak::run().await,
-        Some(other) => Err(anyhow::anyhow!("unknown mode {other}: run, compare or soak")),
+    let work = async {
+        match mode.as_deref() {
+            None | Some("run") => run_all().await,
+            Some("compare") => compare::run().await,
+            Some("soak") => soak::run().await,
+            Some(other) => Err(anyhow::anyhow!("unknown mode {other}: run, compare or soak")),
+        }
+    };
+    // On Ctrl+C or SIGTERM the work is dropped, and with it the running stack: its processes and Redis stop.
+    let result = tokio::select! {
+        result = work => result,
+        () = interrupted() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = result {
         eprintln!("bench failed: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Resolves on Ctrl+C or SIGTERM.
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 
