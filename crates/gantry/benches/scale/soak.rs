@@ -140,7 +140,8 @@ async fn soak(
 
     // Wait until retention removed every batch hash (and Redis reclaimed them), printing every 10 s.
     let mut next_line = Instant::now() + Duration::from_secs(10);
-    let expire_deadline = Instant::now() + Duration::from_secs(retention + 60);
+    let sweep = Duration::from_millis(stack.config.sweeper.interval_ms);
+    let expire_deadline = Instant::now() + Duration::from_secs(retention + 60) + sweep;
     let expired = wait_expired(&mut probe, &stack.keys, &accepted, expire_deadline, |used| {
         if Instant::now() >= next_line {
             next_line += Duration::from_secs(10);
