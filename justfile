@@ -57,7 +57,7 @@ bench-peer:
 bench-compare:
     cargo bench -q -p gantry --bench scale -- compare
 
-# 200,000 tasks at a steady rate with retention 5 s: used_memory every 10 s, and at the end within 10 % of the start.
+# 50 x 4,000 tasks at a steady rate with retention 5 s: used_memory every 10 s, at the end within 10 % of the start.
 soak:
     cargo bench -q -p gantry --bench scale -- soak
 
