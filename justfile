@@ -34,8 +34,8 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmark at scale: the services as separate release processes on a private Redis, 2,000 x 10 and 200 x 100 tasks
-# (10 % failing), one JSON line per shape (knobs: SHAPES, B, K, INFLIGHT, REPS, RETENTION_SECS; see benches/scale).
+# Knobs: SHAPES, B, K, INFLIGHT, REPS, RETENTION_SECS, TIMEOUT_S (what is measured: crates/gantry/benches/scale/main.rs).
+# Benchmark: the services as release processes on a private Redis, 2,000 x 10 and 200 x 100 tasks, one JSON line each.
 bench:
     cargo bench -q -p gantry --bench scale
 
@@ -57,7 +57,7 @@ bench-peer:
 bench-compare:
     cargo bench -q -p gantry --bench scale -- compare
 
-# 200,000 tasks at a steady rate with retention 5 s: used_memory every 10 s, and at the end within 10 % of the start.
+# 50 x 4,000 tasks at a steady rate with retention 5 s: used_memory every 10 s, at the end within 10 % of the start.
 soak:
     cargo bench -q -p gantry --bench scale -- soak
 

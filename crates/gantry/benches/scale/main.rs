@@ -43,8 +43,9 @@
 //!   holds batches settled and not yet expired, so this is an upper bound of what one unfinished task costs.
 //!   `redis_used_memory_peak_mb` and `_start_mb` are the raw figures the peer reports.
 //! * **redis_mem_per_task_after_retention**: `used_memory` once every batch settled, retention removed every batch
-//!   hash and Redis reclaimed the expired keys (waited for, up to retention + 10 s; `retention_expired` says whether
-//!   the hashes did go), minus the start, over B·K. What each task leaves behind for good (the ledger is kept).
+//!   hash and Redis reclaimed the expired keys (waited for, up to retention + `sweeper.interval_ms` + 10 s;
+//!   `retention_expired` says whether the hashes did go), minus the start, over B·K. What each task leaves behind
+//!   for good (the ledger is kept). Retention runs in the settlement's sweep, which the bench runs every second.
 //! * **provider_calls_per_task**: creates + status calls counted by the simulator (`GET /sim/stats`), over B·K.
 //! * **redis_cpu_us_per_task**: the delta of `used_cpu_user + used_cpu_sys`. **cpu_s** is the CPU time of every
 //!   process over the measured interval (`/proc/<pid>/stat`; Redis from `INFO`; the harness itself included).
@@ -122,15 +123,34 @@ fn run_options() -> anyhow::Result<Vec<RunOptions>> {
 async fn main() {
     // `cargo bench` appends `--bench`; the first other argument is the mode.
     let mode = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let result = match mode.as_deref() {
-        None | Some("run") => run_all().await,
-        Some("compare") => compare::run().await,
-        Some("soak") => soak::run().await,
-        Some(other) => Err(anyhow::anyhow!("unknown mode {other}: run, compare or soak")),
+    let work = async {
+        match mode.as_deref() {
+            None | Some("run") => run_all().await,
+            Some("compare") => compare::run().await,
+            Some("soak") => soak::run().await,
+            Some(other) => Err(anyhow::anyhow!("unknown mode {other}: run, compare or soak")),
+        }
+    };
+    // On Ctrl+C or SIGTERM the work is dropped, and with it the running stack: its processes and Redis stop.
+    let result = tokio::select! {
+        result = work => result,
+        () = interrupted() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = result {
         eprintln!("bench failed: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Resolves on Ctrl+C or SIGTERM.
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 
