@@ -43,7 +43,7 @@
 //!   holds batches settled and not yet expired, so this is an upper bound of what one unfinished task costs.
 //!   `redis_used_memory_peak_mb` and `_start_mb` are the raw figures the peer reports.
 //! * **redis_mem_per_task_after_retention**: `used_memory` once every batch settled, retention removed every batch
-//!   hash and Redis reclaimed the expired keys (waited for, up to retention + `sweeper.interval_ms` + 10 s;
+//!   hash and Redis reclaimed the expired keys (waited for, up to retention + `retention.interval_ms` + 10 s;
 //!   `retention_expired` says whether the hashes did go), minus the start, over B·K. What each task leaves behind
 //!   for good (the ledger is kept). Retention runs in the settlement's sweep, which the bench runs every second.
 //! * **provider_calls_per_task**: creates + status calls counted by the simulator (`GET /sim/stats`), over B·K.

@@ -316,8 +316,8 @@ async fn after_retention(
     let Some(secs) = options.retention_secs.filter(|s| *s > 0) else {
         return Ok((Some(probe.info("memory").await?.get("used_memory")), false));
     };
-    // Retention removes batches in the settlement's sweep, every `sweeper.interval_ms`.
-    let sweep = Duration::from_millis(stack.config.sweeper.interval_ms);
+    // Retention removes batches in the settlement's retention step, every `retention.interval_ms`.
+    let sweep = Duration::from_millis(stack.config.retention.interval_ms);
     let deadline = Instant::now() + Duration::from_secs(secs + 10) + sweep;
     let expired = wait_expired(probe, &stack.keys, accepted, deadline, |_| {}).await?;
     Ok((Some(probe.info("memory").await?.get("used_memory")), expired))

@@ -70,7 +70,7 @@ async fn soak(
     // Warm up: one small batch per tenant through the whole pipeline and out again through retention, so the start
     // figure already holds what any running deployment holds (scripts loaded, streams and groups in use, client
     // buffers) and the comparison is about what the tasks leave behind.
-    let sweep = Duration::from_millis(stack.config.sweeper.interval_ms);
+    let sweep = Duration::from_millis(stack.config.retention.interval_ms);
     let mut warm = Vec::with_capacity(TENANTS);
     for (t, tenant) in tenants.iter().enumerate() {
         let body = serde_json::to_vec(&workload::batch_body(b + t, 10))?;

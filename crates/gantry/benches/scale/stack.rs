@@ -94,9 +94,6 @@ fn tunable_defaults(options: &StackOptions) -> Vec<(&'static str, String)> {
         env.push(("GANTRY__RETENTION__COMPLETED_SECS", secs.to_string()));
         // Retention may not be shorter than the idempotency records (the harness sends no Idempotency-Key).
         env.push(("GANTRY__GATEWAY__IDEMPOTENCY_TTL_SECS", secs.to_string()));
-        // Retention runs with the settlement's sweep: every second rather than every 30 s, so a short retention
-        // is seen to work within the run (the sweep's commands count with the system's).
-        env.push(("GANTRY__SWEEPER__INTERVAL_MS", "1000".to_owned()));
     }
     env
 }
