@@ -75,7 +75,6 @@ async fn reads_across_slots_work_on_a_cluster() {
     // The reads behind the gauges and the sweeper, over all partitions.
     let submit = store.stream_stats(StreamKind::Submit, "submitter").await.unwrap();
     assert_eq!((submit.lag, submit.pending), (0, 0));
-    assert!(submit.length >= 12);
     let (scheduled, _) = store.schedule_stats(ScheduleKind::Polls, u64::MAX).await.unwrap();
     assert_eq!(scheduled, 0);
     assert!(store.dead_letters().await.unwrap().is_empty());
