@@ -67,8 +67,11 @@ fn tunable_defaults(options: &StackOptions) -> Vec<(&'static str, String)> {
         ("GANTRY__POLLER__MAX_INTERVAL_MS", high("50")),
         ("GANTRY__POLLER__MIN_INTERVAL_MS", high("10")),
         ("GANTRY__POLLER__IDLE_WAIT_MS", high("20")),
-        ("GANTRY__POLLER__CONCURRENCY", high("64")),
-        ("GANTRY__SUBMITTER__CONCURRENCY", high("64")),
+        // Like the peer's best setting (CONC=200): with the provider answering at once, each worker's throughput
+        // is its concurrency over a call's latency, and 64 left a core idle on 2 cores.
+        ("GANTRY__POLLER__CONCURRENCY", high("256")),
+        ("GANTRY__SUBMITTER__CONCURRENCY", high("256")),
+        ("GANTRY__SUBMITTER__READ_COUNT", high("128")),
         // Neither the provider limits nor the tenant rate limit may be the bottleneck.
         ("GANTRY__PROVIDER__LIMITS__GRSAI__RATE_PER_SEC", high("1000000")),
         ("GANTRY__PROVIDER__LIMITS__GRSAI__BURST", high("1000000")),
