@@ -793,9 +793,11 @@ async fn event_streams_are_capped_per_tenant_and_cost_no_redis_connection_each()
         .await;
     let url = format!("{}/v1/batches/{batch_id}/events", app.base);
     let open = || app.http.get(&url).bearer_auth(&key).send();
-    // One stream first, so the gateway's event hub has its connection.
-    let first = open().await.unwrap();
+    // One stream first, read up to its first event, so the gateway's event hub has its connection (the answer's
+    // head comes before the hub's first read).
+    let mut first = open().await.unwrap();
     assert_eq!(first.status(), StatusCode::OK);
+    assert!(first.chunk().await.unwrap().is_some(), "the first event");
     let mut redis = app.redis().await;
     let before = connected_clients(&mut redis).await;
 
