@@ -17,17 +17,7 @@ async fn command_stats(conn: &mut redis::aio::MultiplexedConnection) -> BTreeMap
         .query_async(conn)
         .await
         .unwrap();
-    info.lines()
-        .filter_map(|line| {
-            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .split(',')
-                .find_map(|kv| kv.strip_prefix("calls="))?
-                .parse()
-                .ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .collect()
+    gantry_testkit::command_calls(&info)
 }
 
 #[tokio::main]

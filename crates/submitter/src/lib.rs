@@ -368,14 +368,7 @@ impl Worker {
         first_poll: u64,
     ) -> anyhow::Result<bool> {
         let give_up_at = now + self.config.submitter.lease_ms;
-        let (provider, remote_id) = remote;
-        let started = Started {
-            task_id: task_id.to_owned(),
-            attempt,
-            provider,
-            remote_id: remote_id.to_owned(),
-            first_poll_at: first_poll,
-        };
+        let started = Started::new(task_id, attempt, remote, first_poll);
         let partition = self.store.partition_of_task(task_id)?;
         loop {
             match self.started.call(partition, started.clone()).await {

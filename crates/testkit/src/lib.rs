@@ -138,6 +138,22 @@ pub(crate) fn ping(port: u16) -> bool {
 }
 
 /// A loopback port nothing listens on right now.
+/// The calls per command in the text of `INFO commandstats` (or a whole `INFO`), by command name (`evalsha`,
+/// `hset`, `client|list`, ...). Redis 7 counts every `redis.call` a script makes as well.
+pub fn command_calls(info: &str) -> std::collections::BTreeMap<String, u64> {
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
     Ok(listener.local_addr()?.port())

@@ -220,6 +220,20 @@ pub struct Started {
     pub first_poll_at: u64,
 }
 
+impl Started {
+    /// Task `task_id`'s attempt `attempt`, accepted by the provider as `remote` (provider, remote id).
+    pub fn new(task_id: &str, attempt: u32, remote: (ProviderName, &str), first_poll_at: u64) -> Self {
+        let (provider, remote_id) = remote;
+        Self {
+            task_id: task_id.to_owned(),
+            attempt,
+            provider,
+            remote_id: remote_id.to_owned(),
+            first_poll_at,
+        }
+    }
+}
+
 /// A task to finish with [`Store::finish_tasks`]; `attempt: None` accepts any attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finish {
@@ -301,14 +315,7 @@ impl Store {
         now: u64,
         first_poll_at: u64,
     ) -> Result<bool> {
-        let (provider, remote_id) = remote;
-        let started = Started {
-            task_id: task_id.to_owned(),
-            attempt,
-            provider,
-            remote_id: remote_id.to_owned(),
-            first_poll_at,
-        };
+        let started = Started::new(task_id, attempt, remote, first_poll_at);
         let partition = self.keys.partition_of(&batch_of(task_id)?);
         Ok(self.mark_running_all(partition, &[started], now).await?[0])
     }

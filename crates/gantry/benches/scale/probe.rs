@@ -21,19 +21,16 @@ pub struct Info {
 
 impl Info {
     pub fn parse(text: &str) -> Self {
-        let mut info = Self::default();
+        let mut info = Self {
+            calls: gantry_testkit::command_calls(text),
+            ..Self::default()
+        };
         for line in text.lines() {
             let Some((name, value)) = line.split_once(':') else {
                 continue;
             };
-            if let Some(command) = name.strip_prefix("cmdstat_") {
-                let calls = value
-                    .split(',')
-                    .find_map(|kv| kv.strip_prefix("calls="))
-                    .and_then(|v| v.parse().ok());
-                if let Some(calls) = calls {
-                    info.calls.insert(command.to_owned(), calls);
-                }
+            if name.starts_with("cmdstat_") {
+                continue;
             } else if name == "db0" {
                 let field = |key: &str| {
                     value

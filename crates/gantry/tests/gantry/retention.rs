@@ -282,15 +282,8 @@ async fn a_batch_of_many_tasks_expires_in_one_run() {
 
 /// How many HMGET and HGETALL calls Redis has served so far (batch and task reads).
 async fn hash_reads(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await
-        .unwrap();
-    info.lines()
-        .filter(|l| l.starts_with("cmdstat_hmget:") || l.starts_with("cmdstat_hgetall:"))
-        .filter_map(|l| l.split_once("calls=")?.1.split(',').next()?.parse::<u64>().ok())
-        .sum()
+    let calls = crate::common::command_calls(conn).await;
+    ["hmget", "hgetall"].iter().filter_map(|c| calls.get(*c)).sum()
 }
 
 /// Entry ids of a stream, oldest first.

@@ -306,6 +306,18 @@ impl TestApp {
     }
 }
 
+/// The calls per command Redis has served so far (`INFO commandstats`).
+pub async fn command_calls(
+    redis: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await
+        .unwrap();
+    gantry_testkit::command_calls(&info)
+}
+
 pub fn veo(prompt: &str) -> Value {
     json!({"model": "veo3.1-fast", "prompt": prompt, "aspect_ratio": "16:9"})
 }
