@@ -122,15 +122,7 @@ impl Pool {
                 break Ok(());
             }
             let waiting = self.waiting.load(Relaxed).max(1);
-            let wanted = PermitRequest {
-                share: self.share,
-                lease_ms: self.lease_ms,
-                holder: &self.holder,
-                slots: state.in_use + waiting,
-                tokens: waiting.min(MOST_TOKENS_PER_ASK),
-                rate_limited: state.rate_limited,
-                ok: if state.factor < 1.0 { state.ok } else { 0 },
-            };
+            let wanted = self.request(&state, state.in_use + waiting, waiting.min(MOST_TOKENS_PER_ASK));
             let grant = match self.ask(&wanted, &mut state).await {
                 Ok(grant) => grant,
                 Err(e) => break Err(e),
@@ -150,6 +142,20 @@ impl Pool {
         };
         self.waiting.fetch_sub(1, Relaxed);
         granted
+    }
+
+    /// An ask for `slots` held and `tokens` now, carrying what the pool's calls met since its last ask (good
+    /// answers only matter while the shared rate is lowered).
+    fn request(&self, state: &PoolState, slots: u32, tokens: u32) -> PermitRequest<'_> {
+        PermitRequest {
+            share: self.share,
+            lease_ms: self.lease_ms,
+            holder: &self.holder,
+            slots,
+            tokens,
+            rate_limited: state.rate_limited,
+            ok: if state.factor < 1.0 { state.ok } else { 0 },
+        }
     }
 
     /// One ask of the shared limits; the pool's state becomes what was granted.
@@ -192,15 +198,7 @@ impl Pool {
         let idle = state.in_use == 0 && self.waiting.load(std::sync::atomic::Ordering::Relaxed) == 0;
         if outcome == CallOutcome::RateLimited || (idle && state.held > 0) {
             let keep = if idle { 0 } else { state.held };
-            let report = PermitRequest {
-                share: self.share,
-                lease_ms: self.lease_ms,
-                holder: &self.holder,
-                slots: keep,
-                tokens: 0,
-                rate_limited: state.rate_limited,
-                ok: if state.factor < 1.0 { state.ok } else { 0 },
-            };
+            let report = self.request(&state, keep, 0);
             // On failure the slots' lease ends by itself, and the outcome rides with the next ask.
             if let Err(e) = self.ask(&report, &mut state).await {
                 tracing::warn!(error = %e, "returning provider permits failed");

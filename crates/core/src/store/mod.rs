@@ -131,7 +131,17 @@ impl Store {
 impl Store {
     /// Acknowledges a stream message whose effect is durable.
     pub async fn ack(&self, stream: &str, group: &str, id: &str) -> Result<()> {
-        let _: i64 = redis::AsyncCommands::xack(&mut self.connection(), stream, group, &[id]).await?;
+        self.ack_all(stream, group, &[id]).await
+    }
+
+    /// Acknowledges messages of one stream whose effects are durable, in one `XACK`.
+    pub async fn ack_all<Id: redis::ToRedisArgs + Send + Sync>(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[Id],
+    ) -> Result<()> {
+        let _: i64 = redis::AsyncCommands::xack(&mut self.connection(), stream, group, ids).await?;
         Ok(())
     }
 }

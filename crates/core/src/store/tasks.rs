@@ -316,7 +316,7 @@ impl Store {
         first_poll_at: u64,
     ) -> Result<bool> {
         let started = Started::new(task_id, attempt, remote, first_poll_at);
-        let partition = self.keys.partition_of(&batch_of(task_id)?);
+        let partition = self.partition_of_task(task_id)?;
         Ok(self.mark_running_all(partition, &[started], now).await?[0])
     }
 
@@ -353,7 +353,7 @@ impl Store {
             outcome: outcome.clone(),
             now,
         };
-        let partition = self.keys.partition_of(&batch_of(task_id)?);
+        let partition = self.partition_of_task(task_id)?;
         Ok(self.finish_tasks(partition, &[finish]).await?[0])
     }
 
@@ -529,11 +529,5 @@ impl Store {
     /// The partition of a task's batch.
     pub fn partition_of_task(&self, task_id: &str) -> Result<u32> {
         Ok(self.keys.partition_of(&batch_of(task_id)?))
-    }
-
-    /// Acknowledges messages of one stream whose effects are durable, in one `XACK`.
-    pub async fn ack_all(&self, stream: &str, group: &str, ids: &[String]) -> Result<()> {
-        let _: i64 = self.connection().xack(stream, group, ids).await?;
-        Ok(())
     }
 }
