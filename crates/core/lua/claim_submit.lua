@@ -1,14 +1,15 @@
 -- claim_submit: submitters take queued tasks (queued -> submitting), each with a new attempt. A task left in
 -- `submitting` by a submitter that died (its lease ran out) is taken over the same way, with a new attempt.
 -- Claims several tasks of one partition in one call; each batch is read and written once, however many of its
--- tasks are claimed.
+-- tasks are claimed. A claim sends no task event (`submitting` lasts one provider call; the stream's next word on
+-- the task is `running`, or `queued` again on a retry): only the batch's first claim says `in_progress`.
 -- KEYS[3i-2] task hash, KEYS[3i-1] its batch hash, KEYS[3i] its batch events stream, for each task i
 -- ARGV[1] now (ms), ARGV[2] lease (ms)
 -- Returns one answer per task, in order: {'ok', attempt, model, spec, chain_first_frame, tenant_id}, or
 -- {'skip', current status} ({'skip', 'missing'} when there is no such task; a queued task of a batch being
 -- cancelled is skipped too: the cancel finishes it).
 local now = tonumber(ARGV[1])
-local lease_until = now + tonumber(ARGV[2])
+local lease_until = int(now + tonumber(ARGV[2]))
 local batches = {}
 local order = {}
 local answers = {}
@@ -26,8 +27,8 @@ end
 
 for i = 1, #KEYS, 3 do
   local task_key, batch_key, events_key = KEYS[i], KEYS[i + 1], KEYS[i + 2]
-  local t = redis.call('HMGET', task_key, TASK_STATUS, TASK_LEASE_UNTIL, TASK_ATTEMPTS, TASK_ID, TASK_INDEX,
-    TASK_PROGRESS, TASK_MODEL, TASK_SPEC, TASK_CHAIN_FIRST_FRAME, TASK_TENANT_ID)
+  local t = redis.call('HMGET', task_key, TASK_STATUS, TASK_LEASE_UNTIL, TASK_ATTEMPTS, TASK_MODEL, TASK_SPEC,
+    TASK_CHAIN_FIRST_FRAME, TASK_TENANT_ID)
   local status = t[1]
   local expired = status == 'submitting' and (tonumber(t[2]) or 0) < now
   local answer
@@ -42,16 +43,15 @@ for i = 1, #KEYS, 3 do
       answer = { 'skip', status }
     else
       local attempt = (tonumber(t[3]) or 0) + 1
-      redis.call('HSET', task_key, TASK_STATUS, 'submitting', TASK_ATTEMPTS, attempt, TASK_LEASE_UNTIL, lease_until,
-        TASK_UPDATED_AT, now, TASK_CLAIMED_AT, now)
-      emit_task_values(events_key, t[4], t[5], 'submitting', t[6], attempt)
+      redis.call('HSET', task_key, TASK_STATUS, 'submitting', TASK_ATTEMPTS, int(attempt), TASK_LEASE_UNTIL,
+        lease_until, TASK_UPDATED_AT, ARGV[1], TASK_CLAIMED_AT, ARGV[1])
       if status == 'queued' then
         batch.counts.queued = batch.counts.queued - 1
         batch.counts.running = batch.counts.running + 1
         batch.claimed = batch.claimed + 1
         batch.events = events_key
       end
-      answer = { 'ok', attempt, t[7], t[8], t[9] or '', t[10] or '' }
+      answer = { 'ok', attempt, t[4], t[5], t[6] or '', t[7] or '' }
     end
   end
   answers[#answers + 1] = answer

@@ -25,7 +25,7 @@ local function finish(task_key, batch_key, events_key, now, attempt, new_status,
   local progress = t[6]
   local fields = { TASK_STATUS, new_status, TASK_FINISHED_AT, now, TASK_UPDATED_AT, now }
   if new_status == 'succeeded' then
-    progress = 100
+    progress = '100'
     fields[#fields + 1] = TASK_PROGRESS
     fields[#fields + 1] = progress
     fields[#fields + 1] = TASK_OUTPUT_URL
@@ -103,7 +103,8 @@ local function finish(task_key, batch_key, events_key, now, attempt, new_status,
   if finished and batch_status ~= 'cancelling' then
     batch_status = 'settling'
   end
-  redis.call('HSET', batch_key, BATCH_STATUS, batch_status, BATCH_COST_SUCCEEDED, cost_succeeded, counter_values(c))
+  redis.call('HSET', batch_key, BATCH_STATUS, batch_status, BATCH_COST_SUCCEEDED, int(cost_succeeded),
+    counter_values(c))
   if finished then
     xadd_message(settle_key, settle_batch_message(batch_id), b[3])
   end

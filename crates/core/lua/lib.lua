@@ -2,9 +2,22 @@
 -- (`submit_task_message`, `settle_batch_message`, `TRACEPARENT_FIELD`, and the hash field names `BATCH`, `TASK`
 -- and `TENANT`; see store/scripts.rs).
 
--- Appends an event for the live progress stream of one batch (SSE), capped to the newest entries.
-local function emit(events_key, event_type, payload)
-  redis.call('XADD', events_key, 'MAXLEN', '~', 2000, '*', 'type', event_type, 'data', cjson.encode(payload))
+-- Appends an event (`data`, a JSON text) for the live progress stream of one batch (SSE), capped to the newest
+-- entries.
+local function emit(events_key, event_type, data)
+  redis.call('XADD', events_key, 'MAXLEN', '~', 2000, '*', 'type', event_type, 'data', data)
+end
+
+-- A whole number as JSON: a number made in Lua is printed as an integer (never through Lua's float format), a
+-- decimal string read from a hash goes as it is, and a missing one is 0.
+local function int(value)
+  if type(value) == 'number' then
+    return string.format('%d', value)
+  end
+  if not value or value == '' then
+    return '0'
+  end
+  return value
 end
 
 -- The batch counters, in the order `counts_from` reads them.
@@ -23,13 +36,22 @@ end
 
 -- The arguments of one HSET that writes counts back (the total never changes).
 local function counter_values(c)
-  return BATCH_N_QUEUED, c.queued, BATCH_N_RUNNING, c.running, BATCH_N_SUCCEEDED, c.succeeded,
-    BATCH_N_FAILED, c.failed, BATCH_N_CANCELLED, c.cancelled
+  return BATCH_N_QUEUED, int(c.queued), BATCH_N_RUNNING, int(c.running), BATCH_N_SUCCEEDED, int(c.succeeded),
+    BATCH_N_FAILED, int(c.failed), BATCH_N_CANCELLED, int(c.cancelled)
+end
+
+-- `request_counts` as JSON. The events are written as text (ids and statuses are plain ASCII of our own making,
+-- so they need no escaping): cheaper than a table for cjson, and no number goes through a float format.
+local function counts_json(c)
+  return '{"total":' .. int(c.total) .. ',"queued":' .. int(c.queued) .. ',"running":' .. int(c.running)
+    .. ',"succeeded":' .. int(c.succeeded) .. ',"failed":' .. int(c.failed) .. ',"cancelled":' .. int(c.cancelled)
+    .. '}'
 end
 
 -- A batch's progress event from values the script already holds (no read).
 local function emit_batch_counts(events_key, id, status, counts)
-  emit(events_key, 'batch.updated', { id = id, status = status, request_counts = counts })
+  emit(events_key, 'batch.updated',
+    '{"id":"' .. id .. '","status":"' .. status .. '","request_counts":' .. counts_json(counts) .. '}')
 end
 
 -- A batch's progress event, read from its hash (for scripts that hold none of it).
@@ -41,10 +63,12 @@ end
 -- A task's progress event from values the script already holds (no read); `counts`, when given, are its batch's
 -- counts after the change (a task's end carries them, so no batch event is needed unless the batch's status moves).
 local function emit_task_values(events_key, id, index, status, progress, attempts, counts)
-  emit(events_key, 'task.updated', {
-    id = id, index = tonumber(index), status = status, progress = tonumber(progress) or 0,
-    attempts = tonumber(attempts) or 0, request_counts = counts,
-  })
+  local data = '{"id":"' .. id .. '","index":' .. int(index) .. ',"status":"' .. status .. '","progress":'
+    .. int(progress) .. ',"attempts":' .. int(attempts)
+  if counts then
+    data = data .. ',"request_counts":' .. counts_json(counts)
+  end
+  emit(events_key, 'task.updated', data .. '}')
 end
 
 -- A task's progress event, read from its hash.

@@ -15,8 +15,8 @@ for i = 1, (#KEYS - 1) / 2 do
     applied[i] = 0
   else
     redis.call('HSET', task_key, TASK_STATUS, 'running', TASK_REMOTE_ID, remote_id, TASK_PROVIDER, provider,
-      TASK_SUBMITTED_AT, now, TASK_UPDATED_AT, now, TASK_POLLS, 0, TASK_POLL_ERRORS, 0)
-    redis.call('ZADD', KEYS[1], tonumber(due), t[3])
+      TASK_SUBMITTED_AT, now, TASK_UPDATED_AT, now, TASK_POLLS, '0', TASK_POLL_ERRORS, '0')
+    redis.call('ZADD', KEYS[1], due, t[3])
     emit_task_values(events_key, t[3], t[4], 'running', t[5], t[2])
     applied[i] = 1
   end

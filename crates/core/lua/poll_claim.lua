@@ -16,7 +16,7 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 if #due == 0 then
   return { {}, next_due() }
 end
-local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
+local until_ms = int(tonumber(ARGV[1]) + tonumber(ARGV[2]))
 local leases = {}
 for _, id in ipairs(due) do
   leases[#leases + 1] = until_ms

@@ -13,13 +13,13 @@ if t[1] ~= 'running' or t[2] ~= ARGV[2] then
   return 0
 end
 local polls = (tonumber(t[4]) or 0) + 1
-local fields = { TASK_POLLS, polls }
+local fields = { TASK_POLLS, int(polls) }
 if ARGV[6] == '' then
   fields[#fields + 1] = TASK_POLL_ERRORS
-  fields[#fields + 1] = 0
+  fields[#fields + 1] = '0'
 else
   fields[#fields + 1] = TASK_POLL_ERRORS
-  fields[#fields + 1] = (tonumber(t[5]) or 0) + 1
+  fields[#fields + 1] = int((tonumber(t[5]) or 0) + 1)
   fields[#fields + 1] = TASK_LAST_ERROR
   fields[#fields + 1] = ARGV[6]
 end
@@ -34,5 +34,5 @@ redis.call('HSET', KEYS[1], unpack(fields))
 if moved then
   emit_task_values(KEYS[3], ARGV[5], t[6], 'running', ARGV[3], t[2])
 end
-redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
 return 1

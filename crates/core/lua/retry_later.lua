@@ -13,8 +13,9 @@ redis.call('HSET', KEYS[1], TASK_STATUS, 'queued', TASK_LAST_ERROR, ARGV[4], TAS
   TASK_UPDATED_AT, ARGV[1])
 local b = redis.call('HMGET', KEYS[2], BATCH_N_RUNNING, BATCH_N_QUEUED)
 if b[1] then
-  redis.call('HSET', KEYS[2], BATCH_N_RUNNING, (tonumber(b[1]) or 0) - 1, BATCH_N_QUEUED, (tonumber(b[2]) or 0) + 1)
+  redis.call('HSET', KEYS[2], BATCH_N_RUNNING, int((tonumber(b[1]) or 0) - 1),
+    BATCH_N_QUEUED, int((tonumber(b[2]) or 0) + 1))
 end
-redis.call('ZADD', KEYS[3], tonumber(ARGV[3]), t[3])
+redis.call('ZADD', KEYS[3], ARGV[3], t[3])
 emit_task_values(KEYS[4], t[3], t[4], 'queued', t[5], t[2])
 return 1

@@ -17,9 +17,6 @@ use crate::{
     validate::ValidBatch,
 };
 
-/// The fields of a hash as `create_batch.lua` takes them: a JSON object of strings.
-type Fields = BTreeMap<&'static str, String>;
-
 /// `value` as JSON; a value that does not serialise is damaged data.
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -64,59 +61,70 @@ impl Store {
         let traceparent = traceparent.unwrap_or_default();
         let total = valid.tasks.len().to_string();
         let now = now.to_string();
-        let batch_fields = Fields::from([
-            (batch::ID, batch_id.to_owned()),
-            (batch::TENANT_ID, tenant_id.to_owned()),
-            (batch::MODE, valid.mode.as_str().to_owned()),
+        // Hashes of few fields are listpacks, which Redis searches front to back: the fields the scripts read on
+        // every transition go first.
+        let batch_fields = [
             (batch::STATUS, BatchStatus::Queued.as_str().to_owned()),
             (batch::TOTAL, total.clone()),
-            (batch::N_QUEUED, total),
+            (batch::N_QUEUED, total.clone()),
             (batch::N_RUNNING, "0".to_owned()),
             (batch::N_SUCCEEDED, "0".to_owned()),
             (batch::N_FAILED, "0".to_owned()),
             (batch::N_CANCELLED, "0".to_owned()),
-            (batch::COST, valid.cost().to_string()),
+            (batch::MODE, valid.mode.as_str().to_owned()),
+            (batch::ID, batch_id.to_owned()),
             (batch::COST_SUCCEEDED, "0".to_owned()),
+            (batch::TRACEPARENT, traceparent.to_owned()),
+            (batch::TENANT_ID, tenant_id.to_owned()),
+            (batch::COST, valid.cost().to_string()),
             (batch::METADATA, to_json(&valid.metadata)?),
             (batch::CREATED_AT, now.clone()),
-            (batch::TRACEPARENT, traceparent.to_owned()),
-        ]);
-        let tasks: Vec<Fields> = valid
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(index, t)| {
-                Ok(Fields::from([
-                    (task::ID, ids::task_id(batch_id, index)),
-                    (task::BATCH_ID, batch_id.to_owned()),
-                    (task::TENANT_ID, tenant_id.to_owned()),
-                    (task::INDEX, index.to_string()),
-                    (task::CUSTOM_ID, t.custom_id.clone().unwrap_or_default()),
-                    (task::MODEL, t.model.as_str().to_owned()),
-                    (task::SPEC, to_json(&t.spec)?),
-                    (task::PRICE, t.price.to_string()),
-                    (task::STATUS, TaskStatus::Queued.as_str().to_owned()),
-                    (task::PROGRESS, "0".to_owned()),
-                    (task::ATTEMPTS, "0".to_owned()),
-                    (task::CREATED_AT, now.clone()),
-                    (task::UPDATED_AT, now.clone()),
-                    (task::TRACEPARENT, traceparent.to_owned()),
-                ]))
-            })
-            .collect::<Result<_>>()?;
+        ];
         let partition = self.keys.partition_of(batch_id);
-        let created: i64 = self
-            .scripts
-            .create_batch
+        let mut invocation = self.scripts.create_batch.prepare_invoke();
+        invocation
             .key(self.keys.batch(batch_id))
             .key(self.keys.submit_stream(partition))
             .key(self.keys.batch_events(batch_id))
             .key(self.keys.open_batches(partition))
-            .arg(to_json(&batch_fields)?)
-            .arg(to_json(&tasks)?)
             .arg(self.keys.task_prefix(batch_id))
-            .invoke_async(&mut self.connection())
-            .await?;
+            .arg(batch_id)
+            .arg(valid.mode.as_str())
+            .arg(&now)
+            .arg(traceparent)
+            .arg(&total)
+            .arg(batch_fields.len() * 2);
+        for (field, value) in &batch_fields {
+            invocation.arg(*field).arg(value);
+        }
+        for (index, t) in valid.tasks.iter().enumerate() {
+            let task_fields = [
+                (task::STATUS, TaskStatus::Queued.as_str().to_owned()),
+                (task::ATTEMPTS, "0".to_owned()),
+                (task::ID, ids::task_id(batch_id, index)),
+                (task::INDEX, index.to_string()),
+                (task::PROGRESS, "0".to_owned()),
+                (task::PRICE, t.price.to_string()),
+                (task::MODEL, t.model.as_str().to_owned()),
+                (task::SPEC, to_json(&t.spec)?),
+                (task::TENANT_ID, tenant_id.to_owned()),
+                (task::BATCH_ID, batch_id.to_owned()),
+                (task::CREATED_AT, now.clone()),
+                (task::UPDATED_AT, now.clone()),
+                // Empty means absent to every reader: an empty field would only take room.
+                (task::CUSTOM_ID, t.custom_id.clone().unwrap_or_default()),
+                (task::TRACEPARENT, traceparent.to_owned()),
+            ];
+            let present: Vec<_> = task_fields
+                .iter()
+                .filter(|(_, value)| !value.is_empty())
+                .collect();
+            invocation.arg(&task_fields[2].1).arg(present.len() * 2);
+            for (field, value) in present {
+                invocation.arg(*field).arg(value);
+            }
+        }
+        let created: i64 = invocation.invoke_async(&mut self.connection()).await?;
         Ok(created == 1)
     }
 

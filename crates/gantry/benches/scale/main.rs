@@ -37,11 +37,14 @@
 //!   counter `gantry_redis_round_trips_total` (the gateway's admin listener, the workers' `telemetry.metrics_listen`)
 //!   scraped before and after, summed over processes. `null` when no process exports it. This is the peer's
 //!   `client_cmds_per_task`.
-//! * **redis_mem_per_task_inflight_bytes**: (peak `used_memory` − `used_memory` at the first point) / the most tasks
-//!   in flight at once, where "in flight" means accepted and in a batch not yet settled (open batches × K, sampled
-//!   every 50 ms) and the peak is Redis's `used_memory_peak` (or the highest sample, if higher). The numerator also
-//!   holds batches settled and not yet expired, so this is an upper bound of what one unfinished task costs.
-//!   `redis_used_memory_peak_mb` and `_start_mb` are the raw figures the peer reports.
+//! * **redis_mem_per_task_inflight_bytes**: at the 50 ms sample of highest `used_memory`, (`used_memory` − its value
+//!   at the first point) / the tasks Redis held then: those in flight (accepted, batch not yet settled: the open
+//!   batches × K) plus those of batches settled and not yet expired (the `expiring` index × K). A settled task holds
+//!   at least what it held in flight (every field and event it ever had), so this is an upper bound of what one
+//!   task in flight costs. `tasks_open_and_retained_at_memory_peak` gives the two counts.
+//!   **redis_mem_per_open_task_bytes** is the older, looser bound: (Redis's `used_memory_peak`, or the highest
+//!   sample − start) / the most tasks in flight at one sample, counting the retained batches' memory but not their
+//!   tasks. `redis_used_memory_peak_mb` and `_start_mb` are the raw figures the peer reports.
 //! * **redis_mem_per_task_after_retention**: `used_memory` once every batch settled, retention removed every batch
 //!   hash and Redis reclaimed the expired keys (waited for, up to retention + `retention.interval_ms` + 10 s;
 //!   `retention_expired` says whether the hashes did go), minus the start, over B·K. What each task leaves behind
@@ -61,7 +64,8 @@
 //! `just bench` (both shapes), `just bench-compare` (Gantry and the peer, interleaved, 3 runs each, medians),
 //! `just soak` (200,000 tasks at a steady rate, memory must come back). Environment: `SHAPES` (`2000x10,200x100`),
 //! or `B` and `K` for one shape; `INFLIGHT` (32); `REPS` (1; 3 for compare); `RETENTION_SECS` (2; 0 = leave the
-//! product default); `TIMEOUT_S` (600); `BENCH_RUST_LOG` (`warn`) for the services, whose logs go to
+//! product default); `TIMEOUT_S` (600); `BENCH_BIN` (another `gantry` binary for the services, to compare two
+//! builds on one harness); `BENCH_RUST_LOG` (`warn`) for the services, whose logs go to
 //! `$CARGO_TARGET_DIR/bench-logs/`.
 
 mod compare;

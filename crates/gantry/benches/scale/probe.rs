@@ -107,25 +107,29 @@ impl Probe {
         Ok(Info::parse(&text))
     }
 
-    /// Batches accepted and not yet settled (the sum of the partitions' open-batch ZCARDs) and `used_memory`,
-    /// in one round trip.
-    pub async fn open_batches_and_memory(&mut self) -> anyhow::Result<(u64, f64)> {
+    /// Batches accepted and not yet settled (the sum of the partitions' open-batch ZCARDs), batches settled and
+    /// waiting for their retention to end (the sum of the `expiring` ZCARDs) and `used_memory`, in one round trip.
+    pub async fn open_batches_and_memory(&mut self) -> anyhow::Result<Sample> {
         let partitions = self.keys.partitions();
         let mut pipe = redis::pipe();
         for p in 0..partitions {
             pipe.zcard(self.keys.open_batches(p));
+            pipe.zcard(self.keys.expiring_batches(p));
         }
         pipe.cmd("INFO").arg("memory");
-        self.count("zcard", u64::from(partitions));
+        self.count("zcard", 2 * u64::from(partitions));
         self.count("info", 1);
         let mut values: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
         let memory: String = redis::from_redis_value(values.pop().context("an INFO reply")?)?;
-        let mut open = 0;
-        for count in values {
-            open += redis::from_redis_value::<u64>(count)?;
+        let mut sample = Sample {
+            used_memory: Info::parse(&memory).get("used_memory"),
+            ..Sample::default()
+        };
+        for pair in values.chunks(2) {
+            sample.open += redis::from_redis_value::<u64>(pair[0].clone())?;
+            sample.retained += redis::from_redis_value::<u64>(pair[1].clone())?;
         }
-        let used = Info::parse(&memory).get("used_memory");
-        Ok((open, used))
+        Ok(sample)
     }
 
     /// The connection, for reads after the measured interval (they are not tallied).
@@ -150,4 +154,14 @@ pub fn command_delta(
         })
         .filter(|(_, spent)| *spent > 0)
         .collect()
+}
+
+/// One look at the work Redis holds.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sample {
+    /// Batches accepted and not yet settled.
+    pub open: u64,
+    /// Batches settled and kept until their retention ends.
+    pub retained: u64,
+    pub used_memory: f64,
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     outcome::{self, Checks},
-    probe::{command_delta, Probe},
+    probe::{command_delta, Probe, Sample},
     stack::{self, Stack, StackOptions},
     stages,
     summary::{ordered, round3, Ordered},
@@ -49,6 +49,8 @@ struct Watch {
     peak_in_flight: u64,
     /// The highest `used_memory` sampled.
     peak_sampled_memory: f64,
+    /// The sample with the highest `used_memory`.
+    peak_sample: Sample,
 }
 
 /// Runs one shape; returns its JSON summary (with `ok`).
@@ -191,8 +193,10 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Ordered> {
         "scripts_per_task" => per_task(scripts as f64),
         "round_trips_per_task" => round_trips.total.map(per_task),
         "round_trips_by_process_per_task" => round_trips.by_role.iter().map(|(r, v)| ((*r).to_owned(), json!(v.map(per_task)))).collect::<Map<_, _>>(),
-        "redis_mem_per_task_inflight_bytes" => ((peak_mem - start_mem) / (watched.peak_in_flight.max(1) as f64)).round(),
+        "redis_mem_per_task_inflight_bytes" => held_per_task(&watched.peak_sample, start_mem, options.k),
+        "redis_mem_per_open_task_bytes" => ((peak_mem - start_mem) / (watched.peak_in_flight.max(1) as f64)).round(),
         "peak_tasks_in_flight" => watched.peak_in_flight,
+        "tasks_open_and_retained_at_memory_peak" => [watched.peak_sample.open * options.k as u64, watched.peak_sample.retained * options.k as u64],
         "redis_mem_per_task_after_retention" => mem_after_retention.map(|m| round3((m - start_mem) / tasks as f64)),
         "retention_secs" => options.retention_secs,
         "retention_expired" => retention_expired,
@@ -263,6 +267,14 @@ pub async fn submit_all(
         .await
 }
 
+/// Redis memory per task held at the sample of highest `used_memory`: over the tasks in flight there plus those of
+/// batches settled and not yet expired. A settled task holds at least what it held in flight (all its fields and
+/// events), so this is an upper bound of what one task in flight costs; `None` before any task was held.
+fn held_per_task(peak: &Sample, start_mem: f64, k: usize) -> Option<f64> {
+    let tasks = (peak.open + peak.retained) * k as u64;
+    (tasks > 0).then(|| ((peak.used_memory - start_mem) / tasks as f64).round())
+}
+
 /// Every 50 ms: open batches and `used_memory` (one round trip), a progress line; returns once every batch was
 /// submitted and none is open.
 async fn watch(
@@ -279,12 +291,16 @@ async fn watch(
         tick.tick().await;
         let done_submitting = !submitting.load(Ordering::SeqCst);
         let accepted = accepted.load(Ordering::SeqCst) as u64;
-        let (open, used) = probe
+        let sample = probe
             .open_batches_and_memory()
             .await
             .context("counting the open batches")?;
+        let (open, used) = (sample.open, sample.used_memory);
         watched.peak_in_flight = watched.peak_in_flight.max(open * options.k as u64);
-        watched.peak_sampled_memory = watched.peak_sampled_memory.max(used);
+        if used > watched.peak_sampled_memory {
+            watched.peak_sampled_memory = used;
+            watched.peak_sample = sample;
+        }
         if last_line.elapsed() >= Duration::from_millis(500) {
             last_line = Instant::now();
             eprint!(

@@ -128,7 +128,8 @@ async fn soak(
     let mut next_line = started;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (open, used) = probe.open_batches_and_memory().await?;
+        let sample = probe.open_batches_and_memory().await?;
+        let (open, used) = (sample.open, sample.used_memory);
         let accepted = accepted_count.load(Ordering::SeqCst);
         if Instant::now() >= next_line {
             next_line += Duration::from_secs(10);

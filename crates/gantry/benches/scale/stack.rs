@@ -15,6 +15,12 @@ use tokio::process::{Child, Command};
 /// The `gantry` binary cargo built for this benchmark (the bench profile: optimised).
 pub const BIN: &str = env!("CARGO_BIN_EXE_gantry");
 
+/// The `gantry` binary the services run: `BENCH_BIN` when set (to compare two builds on one harness), else the
+/// release build of this checkout.
+fn service_bin() -> std::ffi::OsString {
+    std::env::var_os("BENCH_BIN").unwrap_or_else(|| BIN.into())
+}
+
 /// The Prometheus counter of Redis requests (round trips) each process has sent.
 const ROUND_TRIPS: &str = "gantry_redis_round_trips_total";
 
@@ -115,7 +121,9 @@ impl Stack {
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
         // The user's own GANTRY__ settings override the defaults above, not the addresses below.
-        env.extend(std::env::vars().filter(|(k, _)| k.starts_with("GANTRY__")));
+        env.extend(
+            std::env::vars().filter(|(k, _)| k.starts_with("GANTRY__") || k == "TOKIO_WORKER_THREADS"),
+        );
         let forced = [
             ("GANTRY__REDIS__URL", redis.url()),
             ("GANTRY__GATEWAY__LISTEN", format!("127.0.0.1:{gateway_port}")),
@@ -190,7 +198,7 @@ impl Stack {
 
     /// A `gantry` command with the stack's environment (and nothing else of the caller's but `PATH`).
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(service_bin());
         command
             .args(args)
             .env_clear()
