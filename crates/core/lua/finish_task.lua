@@ -1,7 +1,8 @@
 -- finish_task: moves tasks to a terminal state (succeeded | failed | cancelled) and does everything that follows
 -- in the batch's slot: counters, the chain hand-off (queue the next shot, or cancel the rest), and, when the last
 -- task of the batch is terminal, batch -> settling (or stays cancelling) plus a settle message. Several tasks of one
--- partition go in one call, each finished in turn as if alone.
+-- partition go in one call, each finished in turn as if alone; a batch is read at most once per call and written
+-- once at its end, however many of its tasks the call finishes.
 -- KEYS[1] poll schedule, KEYS[2] submit stream, KEYS[3] settle stream, KEYS[4] retry schedule (the partition's),
 -- then KEYS[3i+2] task hash, KEYS[3i+3] its batch hash, KEYS[3i+4] its batch events stream, for each task i
 -- ARGV[1] task key prefix (the task id is appended), then for each task i, from j = 9(i-1)+1:
@@ -11,6 +12,23 @@
 -- Returns, per task in order, 1 when applied, 0 when the task was already terminal or belongs to another attempt.
 local polls_key, submit_key, settle_key, retries_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local task_prefix = ARGV[1]
+-- The batches this call touched, by key, and their keys in the order first touched.
+local batches, touched = {}, {}
+-- The task ids to take off the poll and retry schedules, one ZREM each for the call.
+local unpolled, unretried = {}, {}
+
+local function batch_of(batch_key)
+  local batch = batches[batch_key]
+  if not batch then
+    local b = redis.call('HMGET', batch_key, BATCH_MODE, BATCH_STATUS, BATCH_TRACEPARENT, BATCH_COST_SUCCEEDED,
+      counter_fields())
+    batch = { mode = b[1], status = b[2], traceparent = b[3], cost_succeeded = tonumber(b[4]) or 0,
+      counts = counts_from(b, 5), changed = false }
+    batches[batch_key] = batch
+    touched[#touched + 1] = batch_key
+  end
+  return batch
+end
 
 local function finish(task_key, batch_key, events_key, now, attempt, new_status, url, frame, code, message, batch_id,
     stem)
@@ -43,20 +61,19 @@ local function finish(task_key, batch_key, events_key, now, attempt, new_status,
   redis.call('HSET', task_key, unpack(fields))
   -- Only a running task is on the poll schedule, and only a queued one can wait on the retry schedule.
   if status == 'running' then
-    redis.call('ZREM', polls_key, t[3])
+    unpolled[#unpolled + 1] = t[3]
   elseif status == 'queued' then
-    redis.call('ZREM', retries_key, t[3])
+    unretried[#unretried + 1] = t[3]
   end
 
-  -- The batch is read once and written once: its counters move in Lua, then go back in one HSET.
-  local b = redis.call('HMGET', batch_key, BATCH_MODE, BATCH_STATUS, BATCH_TRACEPARENT, BATCH_COST_SUCCEEDED,
-    counter_fields())
-  local batch_status = b[2]
+  -- The batch's counters move in Lua; they go back in one HSET per batch at the end of the call.
+  local batch = batch_of(batch_key)
+  local batch_status = batch.status
   if not batch_status then
     emit_task_values(events_key, t[3], t[4], new_status, progress, t[2])
     return 1
   end
-  local c = counts_from(b, 5)
+  local c = batch.counts
   if status == 'queued' then
     c.queued = c.queued - 1
   else
@@ -64,12 +81,11 @@ local function finish(task_key, batch_key, events_key, now, attempt, new_status,
   end
   c[new_status] = c[new_status] + 1
   emit_task_values(events_key, t[3], t[4], new_status, progress, t[2], c)
-  local cost_succeeded = tonumber(b[4]) or 0
   if new_status == 'succeeded' then
-    cost_succeeded = cost_succeeded + tonumber(t[5])
+    batch.cost_succeeded = batch.cost_succeeded + tonumber(t[5])
   end
 
-  if b[1] == 'chain' then
+  if batch.mode == 'chain' then
     local first = tonumber(t[4]) + 1
     if new_status == 'succeeded' then
       -- The next shot starts from this one's last frame (unless it was cancelled meanwhile).
@@ -80,7 +96,7 @@ local function finish(task_key, batch_key, events_key, now, attempt, new_status,
           if frame ~= '' then
             redis.call('HSET', next_key, TASK_CHAIN_FIRST_FRAME, frame)
           end
-          xadd_message(submit_key, submit_task_message(next_id, batch_id), b[3])
+          xadd_message(submit_key, submit_task_message(next_id, batch_id), batch.traceparent)
         end
       end
     else
@@ -103,12 +119,13 @@ local function finish(task_key, batch_key, events_key, now, attempt, new_status,
   if finished and batch_status ~= 'cancelling' then
     batch_status = 'settling'
   end
-  redis.call('HSET', batch_key, BATCH_STATUS, batch_status, BATCH_COST_SUCCEEDED, int(cost_succeeded),
-    counter_values(c))
+  batch.changed = true
   if finished then
-    xadd_message(settle_key, settle_batch_message(batch_id), b[3])
+    -- Once per batch: its other tasks are terminal now, so no later task of this call gets here for it.
+    xadd_message(settle_key, settle_batch_message(batch_id), batch.traceparent)
   end
-  if batch_status ~= b[2] then
+  if batch_status ~= batch.status then
+    batch.status = batch_status
     emit_batch_counts(events_key, batch_id, batch_status, c)
   end
   return 1
@@ -119,5 +136,18 @@ for i = 1, (#KEYS - 4) / 3 do
   local k, a = 3 * i + 2, 9 * (i - 1) + 1
   applied[i] = finish(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
     ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+end
+if #unpolled > 0 then
+  redis.call('ZREM', polls_key, unpack(unpolled))
+end
+if #unretried > 0 then
+  redis.call('ZREM', retries_key, unpack(unretried))
+end
+for _, batch_key in ipairs(touched) do
+  local batch = batches[batch_key]
+  if batch.changed then
+    redis.call('HSET', batch_key, BATCH_STATUS, batch.status, BATCH_COST_SUCCEEDED, int(batch.cost_succeeded),
+      counter_values(batch.counts))
+  end
 end
 return applied

@@ -7,6 +7,8 @@
 -- Returns, per task in order, 1 when applied, 0 when the task had moved on.
 local now = ARGV[1]
 local applied = {}
+-- One ZADD for the call: due time and task id of every task applied.
+local schedule = {}
 for i = 1, (#KEYS - 1) / 2 do
   local task_key, events_key = KEYS[2 * i], KEYS[2 * i + 1]
   local attempt, remote_id, due, provider = ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i], ARGV[4 * i + 1]
@@ -16,9 +18,13 @@ for i = 1, (#KEYS - 1) / 2 do
   else
     redis.call('HSET', task_key, TASK_STATUS, 'running', TASK_REMOTE_ID, remote_id, TASK_PROVIDER, provider,
       TASK_SUBMITTED_AT, now, TASK_UPDATED_AT, now, TASK_POLLS, '0', TASK_POLL_ERRORS, '0')
-    redis.call('ZADD', KEYS[1], due, t[3])
+    schedule[#schedule + 1] = due
+    schedule[#schedule + 1] = t[3]
     emit_task_values(events_key, t[3], t[4], 'running', t[5], t[2])
     applied[i] = 1
   end
+end
+if #schedule > 0 then
+  redis.call('ZADD', KEYS[1], unpack(schedule))
 end
 return applied

@@ -21,7 +21,8 @@ use crate::{classify, ProviderError, Result};
 pub(crate) struct HttpApi {
     provider: &'static str,
     http: reqwest::Client,
-    base_url: String,
+    /// The base URL, parsed once: a call's URL is this one with its path set (the host is not parsed again).
+    base: reqwest::Url,
     /// Host and port of the base URL (`server.address`, `server.port`).
     host: String,
     port: u16,
@@ -62,7 +63,7 @@ impl HttpApi {
         Ok(Self {
             provider,
             http,
-            base_url,
+            base: parsed,
             host,
             port,
             api_key,
@@ -72,7 +73,7 @@ impl HttpApi {
     /// The base URL, without a trailing slash.
     #[cfg(test)]
     pub(crate) fn base_url(&self) -> &str {
-        &self.base_url
+        self.base.as_str().trim_end_matches('/')
     }
 
     /// Sends `method path` (with `body` as JSON, if any) and returns the body of a 2xx answer; other answers become
@@ -85,7 +86,7 @@ impl HttpApi {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Vec<u8>> {
-        let url = format!("{}{path}", self.base_url);
+        let url = self.url(path);
         let span = tracing::info_span!(
             "provider request",
             otel.name = %method,
@@ -103,7 +104,7 @@ impl HttpApi {
         let started = Instant::now();
         let in_flight = InFlight::start(self.provider);
         let answer = self
-            .send(method.clone(), &url, body)
+            .send(method.clone(), url, body)
             .instrument(span.clone())
             .await;
         drop(in_flight);
@@ -156,12 +157,21 @@ impl HttpApi {
         }
     }
 
+    /// The base URL with `path` (absolute, maybe with a query) after the base's own path.
+    fn url(&self, path: &str) -> reqwest::Url {
+        let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+        let mut url = self.base.clone();
+        url.set_path(&format!("{}{path}", self.base.path().trim_end_matches('/')));
+        url.set_query(query);
+        url
+    }
+
     /// One request and its whole answer: status, `Retry-After`, body. The current span's trace context goes
     /// along in `traceparent`.
     async fn send(
         &self,
         method: Method,
-        url: &str,
+        url: reqwest::Url,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Option<String>, Vec<u8>), Transport> {
         let mut request = self
@@ -274,6 +284,20 @@ mod tests {
 
     fn api(base_url: &str, key: &str) -> Result<HttpApi> {
         HttpApi::new("test", base_url, SecretString::from(key), Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_call_url_is_the_base_with_the_path_after_its_own() {
+        let root = api("http://provider.test/", "k").expect("valid config");
+        assert_eq!(
+            root.url("/v1/draw/result").as_str(),
+            "http://provider.test/v1/draw/result"
+        );
+        let nested = api("https://proxy.test:8443/grsai/", "k").expect("valid config");
+        assert_eq!(
+            nested.url("/v1/tasks/abc?verbose=1").as_str(),
+            "https://proxy.test:8443/grsai/v1/tasks/abc?verbose=1"
+        );
     }
 
     #[test]

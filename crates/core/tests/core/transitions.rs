@@ -5,7 +5,8 @@
 use gantry_core::{
     config::Prices,
     ids,
-    store::{Claim, Outcome, Reservation, Settlement},
+    keys::Keys,
+    store::{Claim, Finish, Outcome, Reservation, Settlement},
     validate::{validate_batch, Limits},
     Store,
 };
@@ -500,4 +501,81 @@ async fn a_new_tenant_is_written_whole_in_one_script_and_its_key_works_last() {
     assert_eq!(store.list_api_keys(&tenant).await.unwrap().len(), 1);
     assert_eq!(store.authenticate(&key).await.unwrap().unwrap().tenant_id, tenant);
     assert!(store.audit_tenant(&tenant).await.unwrap().violations.is_empty());
+}
+
+#[tokio::test]
+async fn one_call_finishes_several_tasks_of_a_batch_and_settles_it_once() {
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis).await;
+    let (tenant, _) = store.create_tenant("t", 100).await.unwrap();
+    let batch = batch_of(&store, &tenant, "parallel", 3).await;
+    let tasks: Vec<String> = (0..3).map(|i| ids::task_id(&batch, i)).collect();
+    for task in &tasks {
+        let Claim::Claimed { attempt, .. } = store.claim_submit(task, 10, 1000).await.unwrap() else {
+            panic!("claim")
+        };
+        let remote = format!("r-{task}");
+        let provider = (gantry_core::domain::ProviderName::Grsai, remote.as_str());
+        assert!(store.mark_running(task, attempt, provider, 12, 13).await.unwrap());
+    }
+    let succeeded = Outcome::Succeeded {
+        video_url: "https://v/1.mp4".into(),
+        last_frame_url: None,
+    };
+    let failed = Outcome::Failed {
+        code: gantry_core::domain::FailureCode::ProviderError,
+        message: "no".into(),
+    };
+    let finish = |i: usize, outcome: &Outcome| Finish {
+        task_id: tasks[i].clone(),
+        attempt: Some(1),
+        outcome: outcome.clone(),
+        now: 20,
+    };
+    let keys = Keys::new("t", 4);
+    let partition = keys.partition_of(&batch);
+    let applied = store
+        .finish_tasks(
+            partition,
+            &[
+                finish(0, &succeeded),
+                finish(1, &failed),
+                finish(0, &failed),
+                finish(2, &succeeded),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        [true, true, false, true],
+        "a task ends once, even twice in one call"
+    );
+
+    let view = store.batch(&batch).await.unwrap().unwrap();
+    let counts = &view.request_counts;
+    assert_eq!(
+        (counts.running, counts.succeeded, counts.failed),
+        (0, 2, 1),
+        "the batch's counters moved once per task"
+    );
+    assert_eq!(view.status, gantry_core::domain::BatchStatus::Settling);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let settle_messages: u64 = redis::cmd("XLEN")
+        .arg(keys.settle_stream(partition))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(settle_messages, 1, "one settle message for the batch");
+    let cost_succeeded: u64 = redis::cmd("HGET")
+        .arg(keys.batch(&batch))
+        .arg("cost_succeeded")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(cost_succeeded, 2 * 8, "what the two successes cost");
 }
