@@ -58,6 +58,7 @@ pub struct Config {
     pub sweeper: SweeperConfig,
     pub retention: RetentionConfig,
     pub shutdown: ShutdownConfig,
+    pub runtime: RuntimeConfig,
     pub provider: ProviderConfig,
     pub sim: SimSection,
     pub prices: Prices,
@@ -195,6 +196,13 @@ pub struct RetentionConfig {
     /// How often the settlement services remove expired batches and trim the submit and settle streams (ms):
     /// consumed stream entries hold memory until then.
     pub interval_ms: u64,
+}
+
+/// The process's async runtime.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RuntimeConfig {
+    /// Worker threads; 0 = one per core (tokio's default).
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -111,6 +111,16 @@ pub enum CreditsCommand {
     },
 }
 
+/// The async runtime for `cli`: multi-threaded, with `runtime.worker_threads` workers (0: one per core).
+pub fn runtime(cli: &Cli) -> anyhow::Result<tokio::runtime::Runtime> {
+    let config = Config::load(cli.config.as_deref())?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.runtime.worker_threads > 0 {
+        builder.worker_threads(config.runtime.worker_threads);
+    }
+    Ok(builder.enable_all().build()?)
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;

@@ -7,10 +7,9 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = gantry::cli::Cli::parse();
-    match gantry::cli::run(cli).await {
+    match gantry::cli::runtime(&cli).and_then(|runtime| runtime.block_on(gantry::cli::run(cli))) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

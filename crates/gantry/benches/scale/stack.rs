@@ -78,6 +78,8 @@ fn tunable_defaults(options: &StackOptions) -> Vec<(&'static str, String)> {
         ("GANTRY__POLLER__CONCURRENCY", high("256")),
         ("GANTRY__SUBMITTER__CONCURRENCY", high("256")),
         ("GANTRY__SUBMITTER__READ_COUNT", high("128")),
+        // Six processes share two cores: one runtime worker each (a Node process, like the peer's, is one thread).
+        ("GANTRY__RUNTIME__WORKER_THREADS", high("1")),
         // Neither the provider limits nor the tenant rate limit may be the bottleneck.
         ("GANTRY__PROVIDER__LIMITS__GRSAI__RATE_PER_SEC", high("1000000")),
         ("GANTRY__PROVIDER__LIMITS__GRSAI__BURST", high("1000000")),
@@ -121,9 +123,7 @@ impl Stack {
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
         // The user's own GANTRY__ settings override the defaults above, not the addresses below.
-        env.extend(
-            std::env::vars().filter(|(k, _)| k.starts_with("GANTRY__") || k == "TOKIO_WORKER_THREADS"),
-        );
+        env.extend(std::env::vars().filter(|(k, _)| k.starts_with("GANTRY__")));
         let forced = [
             ("GANTRY__REDIS__URL", redis.url()),
             ("GANTRY__GATEWAY__LISTEN", format!("127.0.0.1:{gateway_port}")),
