@@ -339,10 +339,10 @@ async fn trimming_never_drops_a_pending_or_undelivered_entry() {
     assert_eq!(store.trim_stream(StreamKind::Submit, 0).await.unwrap(), 1);
     assert_eq!(entry_ids(&mut conn, &stream).await, added[1..]);
 
-    // Once acknowledged, the lagging group holds the line at what it has not been delivered yet.
+    // Once acknowledged, the lagging group holds the line just after its last delivered (and acknowledged) entry.
     let _: i64 = conn.xack(&stream, "submitter", &[&first[1]]).await.unwrap();
-    assert_eq!(store.trim_stream(StreamKind::Submit, 0).await.unwrap(), 0);
-    assert_eq!(entry_ids(&mut conn, &stream).await, added[1..]);
+    assert_eq!(store.trim_stream(StreamKind::Submit, 0).await.unwrap(), 1);
+    assert_eq!(entry_ids(&mut conn, &stream).await, added[2..]);
     let _: () = redis::cmd("XGROUP")
         .arg("DESTROY")
         .arg(&stream)
@@ -350,16 +350,22 @@ async fn trimming_never_drops_a_pending_or_undelivered_entry() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    // Alone, the submitter group has everything up to its last delivered entry acknowledged; the two it was
-    // never delivered stay.
+    // Alone, the submitter group has everything up to its last delivered entry acknowledged, that one included;
+    // the two it was never delivered stay.
     assert_eq!(store.trim_stream(StreamKind::Submit, 0).await.unwrap(), 2);
-    assert_eq!(entry_ids(&mut conn, &stream).await, added[3..]);
+    assert_eq!(entry_ids(&mut conn, &stream).await, added[4..]);
     assert_eq!(read("submitter", 10).await, added[4..]);
 
     // The group still sees the undelivered entries' count right (trimming only cut behind it).
     let groups: redis::streams::StreamInfoGroupsReply = conn.xinfo_groups(&stream).await.unwrap();
     assert_eq!(groups.groups[0].pending, 2);
     assert_eq!(groups.groups[0].lag, Some(0));
+    // Read to its end and acknowledged, the stream is emptied (Redis frees its last node) and still works.
+    let _: i64 = conn.xack(&stream, "submitter", &added[4..]).await.unwrap();
+    assert_eq!(store.trim_stream(StreamKind::Submit, 0).await.unwrap(), 2);
+    assert!(entry_ids(&mut conn, &stream).await.is_empty());
+    let next: String = conn.xadd(&stream, "*", &[("n", 6)]).await.unwrap();
+    assert_eq!(read("submitter", 10).await, [next]);
     // A stream that does not exist is no error.
     assert_eq!(store.trim_stream(StreamKind::Settle, 0).await.unwrap(), 0);
 }
