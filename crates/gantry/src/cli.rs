@@ -111,13 +111,24 @@ pub enum CreditsCommand {
     },
 }
 
-/// The async runtime for `cli`: multi-threaded, with `runtime.worker_threads` workers (0: one per core).
+/// The async runtime for `cli`, with `runtime.worker_threads` workers: one per core for 0, and for 1 a
+/// current-thread runtime (the command's own future and every task it spawns share the main thread, so no message
+/// wakes another thread).
 pub fn runtime(cli: &Cli) -> anyhow::Result<tokio::runtime::Runtime> {
     let config = Config::load(cli.config.as_deref())?;
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.runtime.worker_threads > 0 {
-        builder.worker_threads(config.runtime.worker_threads);
-    }
+    runtime_with(config.runtime.worker_threads)
+}
+
+fn runtime_with(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
     Ok(builder.enable_all().build()?)
 }
 
@@ -335,4 +346,21 @@ pub fn shutdown_signal() -> CancellationToken {
         cancel.cancel();
     });
     token
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::runtime_with;
+
+    #[test]
+    fn one_worker_thread_is_a_current_thread_runtime() {
+        let flavor = |n| runtime_with(n).expect("a runtime").handle().runtime_flavor();
+        assert_eq!(flavor(1), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(0), RuntimeFlavor::MultiThread);
+        assert_eq!(flavor(3), RuntimeFlavor::MultiThread);
+        let two = runtime_with(2).expect("a runtime");
+        assert_eq!(two.metrics().num_workers(), 2);
+    }
 }

@@ -1,7 +1,7 @@
 //! The submitter: reads the submit streams, creates each task at the provider, records the remote id and
 //! schedules the first poll. A message is acknowledged only once its effect is in Redis.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use gantry_core::{
@@ -318,7 +318,10 @@ impl Worker {
             // Visual continuity: the shot starts from the previous shot's last frame, the provider's way.
             provider.start_from_frame(&mut request, frame);
         }
-        match provider.create(&request).await {
+        let created = self
+            .holding_lease(task_id, attempt, provider.create(&request))
+            .await;
+        match created {
             Ok(remote_id) => {
                 let now = now_ms();
                 let poller = &self.config.poller;
@@ -339,6 +342,31 @@ impl Worker {
             Err(e) => self.failed_create(task_id, attempt, provider_name, &e).await?,
         }
         Ok(())
+    }
+
+    /// Runs `work` (waiting for provider permits, then the create) while this attempt holds the task's lease: every
+    /// third of `submitter.lease_ms` the lease is moved on, so a live submitter that waits long is not taken over
+    /// (which would create a second remote task). If this process dies, the renewals stop and the lease runs out
+    /// as designed.
+    async fn holding_lease<T>(&self, task_id: &str, attempt: u32, work: impl Future<Output = T>) -> T {
+        let lease_ms = self.config.submitter.lease_ms;
+        let every = Duration::from_millis((lease_ms / 3).max(1));
+        let mut renew_at = tokio::time::Instant::now() + every;
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                () = tokio::time::sleep_until(renew_at) => {
+                    match self.store.renew_lease(task_id, attempt, now_ms() + lease_ms).await {
+                        Ok(true) => tracing::debug!(attempt, "lease renewed while the create waits"),
+                        // Taken over or cancelled: the create's result is fenced by the attempt when recorded.
+                        Ok(false) => tracing::info!(attempt, "lease lost while the create waits"),
+                        Err(e) => tracing::warn!(error = %e, "renewing the lease failed"),
+                    }
+                    renew_at += every;
+                }
+            }
+        }
     }
 
     /// The signed URL the provider should call back for this attempt, when callbacks are configured (else the

@@ -421,6 +421,21 @@ impl Store {
         })
     }
 
+    /// Moves the lease of a task this attempt holds (`submitting`) on to `until`; false when the task is no longer
+    /// this attempt's (taken over, cancelled, or on).
+    pub async fn renew_lease(&self, task_id: &str, attempt: u32, until: u64) -> Result<bool> {
+        let batch_id = batch_of(task_id)?;
+        let renewed: i64 = self
+            .scripts
+            .renew_lease
+            .key(self.keys.task(&batch_id, task_id))
+            .arg(attempt)
+            .arg(until)
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok(renewed == 1)
+    }
+
     /// `submitting → queued` with a retry scheduled at `due`; false if the attempt is stale.
     pub async fn retry_later(
         &self,

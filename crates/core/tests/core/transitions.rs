@@ -579,3 +579,36 @@ async fn one_call_finishes_several_tasks_of_a_batch_and_settles_it_once() {
         .unwrap();
     assert_eq!(cost_succeeded, 2 * 8, "what the two successes cost");
 }
+
+#[tokio::test]
+async fn only_the_attempt_holding_a_task_renews_its_lease() {
+    let redis = RedisServer::start().unwrap();
+    let store = store(&redis).await;
+    let (tenant, _) = store.create_tenant("t", 100).await.unwrap();
+    let batch = batch_of(&store, &tenant, "parallel", 1).await;
+    let task = ids::task_id(&batch, 0);
+    assert!(
+        !store.renew_lease(&task, 1, 5_000).await.unwrap(),
+        "a queued task has no lease"
+    );
+
+    let Claim::Claimed { attempt, .. } = store.claim_submit(&task, 10, 1000).await.unwrap() else {
+        panic!("claim")
+    };
+    assert!(store.renew_lease(&task, attempt, 5_000).await.unwrap());
+    // Renewed, the lease has not run out at 2,000 ms, where the first one (10 + 1,000) had.
+    assert_eq!(
+        store.claim_submit(&task, 2_000, 1000).await.unwrap(),
+        Claim::Skip(Some(gantry_core::domain::TaskStatus::Submitting))
+    );
+    assert!(
+        !store.renew_lease(&task, attempt + 1, 9_000).await.unwrap(),
+        "another attempt is fenced"
+    );
+    // Once the lease runs out, another submitter takes the task over and the old attempt can renew no more.
+    let Claim::Claimed { attempt: second, .. } = store.claim_submit(&task, 6_000, 1000).await.unwrap() else {
+        panic!("takeover")
+    };
+    assert_eq!(second, attempt + 1);
+    assert!(!store.renew_lease(&task, attempt, 9_000).await.unwrap());
+}

@@ -78,7 +78,7 @@ fn tunable_defaults(options: &StackOptions) -> Vec<(&'static str, String)> {
         ("GANTRY__POLLER__CONCURRENCY", high("256")),
         ("GANTRY__SUBMITTER__CONCURRENCY", high("256")),
         ("GANTRY__SUBMITTER__READ_COUNT", high("128")),
-        // Six processes share two cores: one runtime worker each (a Node process, like the peer's, is one thread).
+        // Six processes share two cores: each runs on one thread (a Node process, like the peer's, is one too).
         ("GANTRY__RUNTIME__WORKER_THREADS", high("1")),
         // Neither the provider limits nor the tenant rate limit may be the bottleneck.
         ("GANTRY__PROVIDER__LIMITS__GRSAI__RATE_PER_SEC", high("1000000")),

@@ -121,6 +121,12 @@ pub(crate) async fn kill_anything_lose_nothing(backend: Backend) {
         Backend::Standalone => "6000",
         Backend::Cluster => "12000",
     };
+    // A live submitter renews its leases, but not while Redis is down: a lease must outlast the outage, which on a
+    // cluster is the node's downtime and the cluster's recovery after it.
+    let submit_lease = match backend {
+        Backend::Standalone => "3000",
+        Backend::Cluster => "6000",
+    };
     let mut cluster = Cluster::start_on(
         redis,
         &SERVICES,
@@ -129,7 +135,7 @@ pub(crate) async fn kill_anything_lose_nothing(backend: Backend) {
             ("GANTRY__SIM__TASK_DURATION_MS", "300"),
             ("GANTRY__SIM__DURATION_JITTER_MS", "1000"),
             // Longer than the Redis outage below, so a created remote task is recorded, not created again.
-            ("GANTRY__SUBMITTER__LEASE_MS", "3000"),
+            ("GANTRY__SUBMITTER__LEASE_MS", submit_lease),
             ("GANTRY__POLLER__CLAIM_LEASE_MS", "1500"),
             ("GANTRY__STREAMS__CLAIM_IDLE_MS", "1500"),
             ("GANTRY__SWEEPER__INTERVAL_MS", "500"),
