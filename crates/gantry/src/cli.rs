@@ -111,14 +111,14 @@ pub enum CreditsCommand {
     },
 }
 
-/// The async runtime for `cli`, with `runtime.worker_threads` workers: one per core for 0, and for 1 a
-/// current-thread runtime (the command's own future and every task it spawns share the main thread, so no message
-/// wakes another thread).
-pub fn runtime(cli: &Cli) -> anyhow::Result<tokio::runtime::Runtime> {
+/// Loads the configuration, builds the async runtime it asks for and runs the command line on it.
+pub fn main(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    runtime_with(config.runtime.worker_threads)
+    runtime_with(config.runtime.worker_threads)?.block_on(run(cli, config))
 }
 
+/// An async runtime with `worker_threads` workers: one per core for 0, and for 1 a current-thread runtime (the
+/// command's own future and every task it spawns share the main thread, so no message wakes another thread).
 fn runtime_with(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = match worker_threads {
         1 => tokio::runtime::Builder::new_current_thread(),
@@ -132,9 +132,8 @@ fn runtime_with(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime
     Ok(builder.enable_all().build()?)
 }
 
-/// Runs a parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref())?;
+/// Runs a parsed command line with its configuration.
+async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     if cli.print_config {
         print!("{}", config.to_redacted_toml());
         return Ok(());

@@ -9,7 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = gantry::cli::Cli::parse();
-    match gantry::cli::runtime(&cli).and_then(|runtime| runtime.block_on(gantry::cli::run(cli))) {
+    match gantry::cli::main(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -98,10 +98,11 @@ impl Store {
             invocation.arg(*field).arg(value);
         }
         for (index, t) in valid.tasks.iter().enumerate() {
+            let task_id = ids::task_id(batch_id, index);
             let task_fields = [
                 (task::STATUS, TaskStatus::Queued.as_str().to_owned()),
                 (task::ATTEMPTS, "0".to_owned()),
-                (task::ID, ids::task_id(batch_id, index)),
+                (task::ID, task_id.clone()),
                 (task::INDEX, index.to_string()),
                 (task::PROGRESS, "0".to_owned()),
                 (task::PRICE, t.price.to_string()),
@@ -119,7 +120,7 @@ impl Store {
                 .iter()
                 .filter(|(_, value)| !value.is_empty())
                 .collect();
-            invocation.arg(&task_fields[2].1).arg(present.len() * 2);
+            invocation.arg(&task_id).arg(present.len() * 2);
             for (field, value) in present {
                 invocation.arg(*field).arg(value);
             }
