@@ -47,8 +47,6 @@ impl RunOptions {
 struct Watch {
     /// The most tasks accepted and not yet settled at one sample.
     peak_in_flight: u64,
-    /// The highest `used_memory` sampled.
-    peak_sampled_memory: f64,
     /// The sample with the highest `used_memory`.
     peak_sample: Sample,
 }
@@ -158,7 +156,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Ordered> {
     let round_trips = round_trip_delta(&rt_before, &rt_after);
     let redis_cpu = after.cpu_seconds() - before.cpu_seconds();
     let start_mem = before.get("used_memory");
-    let peak_mem = after.get("used_memory_peak").max(watched.peak_sampled_memory);
+    let peak_mem = after.get("used_memory_peak").max(watched.peak_sample.used_memory);
     let mut cpu = Map::new();
     for ((role, b0), (_, b1)) in cpu_before.iter().zip(&cpu_after) {
         cpu.insert((*role).to_owned(), json!(round3(b1 - b0)));
@@ -297,8 +295,7 @@ async fn watch(
             .context("counting the open batches")?;
         let (open, used) = (sample.open, sample.used_memory);
         watched.peak_in_flight = watched.peak_in_flight.max(open * options.k as u64);
-        if used > watched.peak_sampled_memory {
-            watched.peak_sampled_memory = used;
+        if used > watched.peak_sample.used_memory {
             watched.peak_sample = sample;
         }
         if last_line.elapsed() >= Duration::from_millis(500) {
