@@ -285,6 +285,9 @@ pub struct SeedanceSection {
     pub api_key: Secret,
     pub model: String,
     pub timeout_ms: u64,
+    /// HTTP/2 without negotiation to a plain http:// base URL (see `config.default.toml`).
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -292,6 +295,9 @@ pub struct GrsaiSection {
     pub base_url: String,
     pub api_key: Secret,
     pub timeout_ms: u64,
+    /// HTTP/2 without negotiation to a plain http:// base URL (see `config.default.toml`).
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -68,6 +68,9 @@ impl DevStack {
         config.provider.grsai.api_key = config.sim.api_key.clone();
         config.provider.seedance.base_url = sim.base_url();
         config.provider.seedance.api_key = config.sim.api_key.clone();
+        // The simulator speaks HTTP/2 without negotiation.
+        config.provider.grsai.h2c = true;
+        config.provider.seedance.h2c = true;
 
         let listeners = gantry_gateway::Listeners::bind(&config).await?;
         let gateway_addr = listeners.public.local_addr()?;

@@ -30,7 +30,10 @@ pub(crate) struct HttpApi {
 }
 
 impl HttpApi {
-    /// An endpoint at `base_url` (a trailing slash is ignored) for `provider` (used in messages).
+    /// An endpoint at `base_url` (a trailing slash is ignored) for `provider` (used in messages). With `h2c`, every
+    /// request goes as HTTP/2 from the first byte, with no upgrade or negotiation (see [`crate::GrsaiConfig::h2c`]);
+    /// otherwise an https:// endpoint that offers HTTP/2 in its TLS handshake (ALPN) gets HTTP/2 and any other
+    /// HTTP/1.1.
     ///
     /// Fails with [`ProviderError::Rejected`] and status 0 (no request was sent) when the base URL does not parse or
     /// is not http(s), the key cannot be sent as a header, or the HTTP client cannot be built.
@@ -39,6 +42,7 @@ impl HttpApi {
         base_url: &str,
         api_key: SecretString,
         timeout: Duration,
+        h2c: bool,
     ) -> Result<Self> {
         let invalid = |message: String| ProviderError::Rejected {
             status: 0,
@@ -54,8 +58,11 @@ impl HttpApi {
             // Say nothing about the key itself.
             return Err(invalid("api key is not a valid header value".to_owned()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if h2c {
+            builder = builder.http2_prior_knowledge();
+        }
+        let http = builder
             .build()
             .map_err(|error| invalid(format!("http client: {error}")))?;
         let host = parsed.host_str().unwrap_or_default().to_owned();
@@ -283,7 +290,13 @@ mod tests {
     use super::*;
 
     fn api(base_url: &str, key: &str) -> Result<HttpApi> {
-        HttpApi::new("test", base_url, SecretString::from(key), Duration::from_secs(1))
+        HttpApi::new(
+            "test",
+            base_url,
+            SecretString::from(key),
+            Duration::from_secs(1),
+            false,
+        )
     }
 
     #[test]

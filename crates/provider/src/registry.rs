@@ -65,6 +65,7 @@ fn client(name: ProviderName, p: &ProviderConfig) -> crate::Result<(Arc<dyn Prov
                 base_url: p.grsai.base_url.clone(),
                 api_key: p.grsai.api_key.expose().to_owned().into(),
                 timeout: Duration::from_millis(p.grsai.timeout_ms),
+                h2c: p.grsai.h2c,
             })?;
             (Arc::new(client), p.grsai.timeout_ms)
         }
@@ -73,6 +74,7 @@ fn client(name: ProviderName, p: &ProviderConfig) -> crate::Result<(Arc<dyn Prov
                 base_url: p.seedance.base_url.clone(),
                 api_key: p.seedance.api_key.expose().to_owned().into(),
                 timeout: Duration::from_millis(p.seedance.timeout_ms),
+                h2c: p.seedance.h2c,
                 model: p.seedance.model.clone(),
             })?;
             (Arc::new(client), p.seedance.timeout_ms)

@@ -31,6 +31,11 @@ pub struct SeedanceConfig {
     pub api_key: SecretString,
     /// Limit for one whole HTTP call, connect to last byte.
     pub timeout: Duration,
+    /// Speak HTTP/2 without negotiating it (h2c, "prior knowledge") to a plain http:// endpoint that supports it,
+    /// such as `gantry sim`: every call shares a few multiplexed connections, far fewer system calls per request
+    /// than one HTTP/1.1 connection per call in flight. Leave it off for an endpoint that may only speak HTTP/1.1
+    /// (its calls would fail); an https:// endpoint negotiates HTTP/2 on its own when it offers it.
+    pub h2c: bool,
     /// The ModelArk model id to send, e.g. `seedance-1-0-pro-250528`.
     pub model: String,
 }
@@ -60,6 +65,7 @@ impl SeedanceClient {
             &config.base_url,
             config.api_key,
             config.timeout,
+            config.h2c,
         )?;
         Ok(Self { api, model })
     }
@@ -152,6 +158,7 @@ mod tests {
             base_url: "http://ark.test/".to_owned(),
             api_key: SecretString::from("k"),
             timeout: Duration::from_secs(1),
+            h2c: false,
             model: model.to_owned(),
         }
     }

@@ -14,6 +14,8 @@ pub struct SimStats {
     pub creates: u64,
     /// Authenticated status calls (Grsai `/v1/draw/result`, Seedance `GET .../tasks/{id}`), unknown ids included.
     pub polls: u64,
+    /// API requests (of any kind) that came over HTTP/2 (h2c: the simulator speaks HTTP/1.1 and HTTP/2 on one port).
+    pub http2_requests: u64,
     /// The most API requests (of any kind) ever in flight at the same time.
     pub max_concurrent_requests: u64,
     /// The most status requests ever in flight at the same time for one task id.

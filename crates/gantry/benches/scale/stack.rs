@@ -78,6 +78,9 @@ fn tunable_defaults(options: &StackOptions) -> Vec<(&'static str, String)> {
         ("GANTRY__POLLER__CONCURRENCY", high("256")),
         ("GANTRY__SUBMITTER__CONCURRENCY", high("256")),
         ("GANTRY__SUBMITTER__READ_COUNT", high("128")),
+        // `gantry sim` speaks HTTP/2 without negotiation: a few multiplexed connections instead of one per call.
+        ("GANTRY__PROVIDER__GRSAI__H2C", high("true")),
+        ("GANTRY__PROVIDER__SEEDANCE__H2C", high("true")),
         // Six processes share two cores: each runs on one thread (a Node process, like the peer's, is one too).
         ("GANTRY__RUNTIME__WORKER_THREADS", high("1")),
         // Neither the provider limits nor the tenant rate limit may be the bottleneck.

@@ -73,6 +73,7 @@ async fn grsai_callbacks_parse_into_progress_then_the_end() {
         base_url: sim.base_url(),
         api_key: SecretString::from(sim.api_key()),
         timeout: Duration::from_secs(5),
+        h2c: false,
     })
     .unwrap();
     let id = client.create(&request("hooked", &url)).await.unwrap();
@@ -100,6 +101,7 @@ async fn seedance_callbacks_parse_like_status_answers() {
         base_url: sim.base_url(),
         api_key: SecretString::from(sim.api_key()),
         timeout: Duration::from_secs(5),
+        h2c: false,
         model: "seedance-1-0-pro-250528".to_owned(),
     })
     .unwrap();

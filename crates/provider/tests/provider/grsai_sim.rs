@@ -28,6 +28,7 @@ fn client(sim: &SimHandle, key: &str, timeout: Duration) -> GrsaiClient {
         base_url: sim.base_url(),
         api_key: SecretString::from(key),
         timeout,
+        h2c: false,
     })
     .unwrap()
 }
@@ -82,6 +83,43 @@ async fn sora_and_veo_tasks_succeed() {
         .tasks
         .iter()
         .all(|task| task.first_frame_url.as_deref() == Some("http://img/first.png")));
+}
+
+#[tokio::test]
+async fn h2c_calls_go_over_http2_and_default_calls_over_http1() {
+    let sim = start_sim(0).await;
+    let h1 = client(&sim, sim.api_key(), Duration::from_secs(5));
+    let id = h1.create(&request(Model::Veo31Fast, "one")).await.unwrap();
+    h1.status(&id).await.unwrap();
+    assert_eq!(sim.stats().http2_requests, 0);
+
+    let h2 = GrsaiClient::new(GrsaiConfig {
+        base_url: sim.base_url(),
+        api_key: SecretString::from(sim.api_key()),
+        timeout: Duration::from_secs(5),
+        h2c: true,
+    })
+    .unwrap();
+    // Many calls at once share the multiplexed connection; each is answered on its own.
+    let creates = (0..20).map(|i| {
+        let h2 = h2.clone();
+        async move { h2.create(&request(Model::Veo31Fast, &format!("shot {i}"))).await }
+    });
+    let ids: Vec<String> = futures::future::try_join_all(creates).await.unwrap();
+    let end = wait_for_end(&h2, &ids[7]).await;
+    assert!(matches!(end, RemoteStatus::Succeeded { .. }), "{end:?}");
+    let stats = sim.stats();
+    assert_eq!(stats.creates, 21);
+    assert!(
+        stats.http2_requests >= 21,
+        "{} HTTP/2 requests",
+        stats.http2_requests
+    );
+    assert_eq!(
+        stats.http2_requests,
+        stats.creates + stats.polls - 2,
+        "every call but the HTTP/1.1 client's two is HTTP/2"
+    );
 }
 
 #[tokio::test]

@@ -29,6 +29,7 @@ fn client(sim: &SimHandle, key: &str) -> SeedanceClient {
         base_url: sim.base_url(),
         api_key: SecretString::from(key),
         timeout: Duration::from_secs(5),
+        h2c: false,
         model: MODEL.to_owned(),
     })
     .unwrap()

@@ -29,7 +29,7 @@ const MALFORMED: &str = r#"{"code":0,"msg":"success","data":{"id":"#;
 /// Counts the request in flight, then applies the faults; see the module documentation for the order.
 pub(super) async fn admit(State(sim): State<Arc<Sim>>, request: Request, next: Next) -> Response {
     let api = Api::of_path(request.uri().path());
-    let (_guard, in_flight) = sim.enter_request();
+    let (_guard, in_flight) = sim.enter_request(request.version() == axum::http::Version::HTTP_2);
     let (limit, retry_after) = {
         let faults = sim.faults();
         (faults.config().max_concurrency, faults.config().retry_after_secs)

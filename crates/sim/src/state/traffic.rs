@@ -49,10 +49,12 @@ impl Sim {
         self.lock().stats.creates += 1;
     }
 
-    /// Counts an API request in until the guard is dropped; also returns how many are in flight, this one included.
-    pub(crate) fn enter_request(self: &Arc<Self>) -> (RequestGuard, u64) {
+    /// Counts an API request in until the guard is dropped (and among the HTTP/2 ones when `http2`); also returns
+    /// how many are in flight, this one included.
+    pub(crate) fn enter_request(self: &Arc<Self>, http2: bool) -> (RequestGuard, u64) {
         let now = Instant::now();
         let mut inner = self.lock();
+        inner.stats.http2_requests += u64::from(http2);
         inner.in_flight += 1;
         inner.stats.max_concurrent_requests = inner.stats.max_concurrent_requests.max(inner.in_flight);
         while inner
@@ -141,13 +143,14 @@ mod tests {
     #[tokio::test]
     async fn arrivals_are_counted_per_second() {
         let sim = sim(SimConfig::default());
-        let guards: Vec<_> = (0..3).map(|_| sim.enter_request()).collect();
+        let guards: Vec<_> = (0..3).map(|_| sim.enter_request(false)).collect();
         assert_eq!(guards.last().map(|(_, in_flight)| *in_flight), Some(3));
         drop(guards);
-        let (_guard, in_flight) = sim.enter_request();
+        let (_guard, in_flight) = sim.enter_request(true);
         assert_eq!(in_flight, 1);
         let stats = sim.stats();
         assert_eq!(stats.max_requests_in_one_second, 4);
         assert_eq!(stats.max_concurrent_requests, 3);
+        assert_eq!(stats.http2_requests, 1);
     }
 }
