@@ -1,12 +1,11 @@
--- poll_claim: takes up to N due tasks from a poll schedule, with what the poller needs of each. Each claimed task
--- is pushed back by a lease (one ZADD for all of them), so no other poller takes it while this one polls, and a
--- poller that dies only delays the task by the lease.
+-- poll_claim: takes up to N due tasks from a poll schedule. Each claimed task is pushed back by a lease (one ZADD
+-- for all of them), so no other poller takes it while this one polls, and a poller that dies only delays the task
+-- by the lease. The caller reads the claimed tasks' hashes itself, outside the script (a plain HMGET costs Redis
+-- about half what the same read and its reply cost through Lua).
 -- KEYS[1] poll schedule (zset: task id scored by due time in ms)
--- ARGV[1] now (ms), ARGV[2] lease (ms), ARGV[3] max tasks, ARGV[4] the partition's task key prefix (the task id is
--- appended), ARGV[5..] the task fields to return
--- Returns {claimed, next due}: claimed holds {task id, {fields...}} per claimed task (the fields are nil when the
--- task hash is gone); next due is the earliest score left in the schedule after the claim (ms, '' when empty), so
--- a poller knows when to come back.
+-- ARGV[1] now (ms), ARGV[2] lease (ms), ARGV[3] max tasks
+-- Returns {claimed task ids, next due}: next due is the earliest score left in the schedule after the claim (ms,
+-- '' when empty), so a poller knows when to come back.
 local function next_due()
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   return first[2] or ''
@@ -23,9 +22,4 @@ for _, id in ipairs(due) do
   leases[#leases + 1] = id
 end
 redis.call('ZADD', KEYS[1], unpack(leases))
-local fields = { unpack(ARGV, 5) }
-local claimed = {}
-for i, id in ipairs(due) do
-  claimed[i] = { id, redis.call('HMGET', ARGV[4] .. id, unpack(fields)) }
-end
-return { claimed, next_due() }
+return { due, next_due() }

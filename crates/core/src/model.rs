@@ -65,6 +65,31 @@ pub struct BatchView {
 }
 
 impl BatchView {
+    /// The view of a batch just written by [`crate::Store::create_batch`] from `valid` at `now` (ms), before any of
+    /// its tasks moved: what reading its hash back would show, without the read.
+    pub fn queued(batch_id: &str, tenant_id: &str, valid: &crate::validate::ValidBatch, now: u64) -> Self {
+        let total = valid.tasks.len() as u64;
+        Self {
+            id: batch_id.to_owned(),
+            object: "batch".into(),
+            mode: valid.mode,
+            status: BatchStatus::Queued,
+            request_counts: RequestCounts {
+                total,
+                queued: total,
+                ..RequestCounts::default()
+            },
+            credits: BatchCredits {
+                frozen: valid.cost(),
+                ..BatchCredits::default()
+            },
+            metadata: valid.metadata.clone(),
+            created_at: rfc3339(now),
+            completed_at: None,
+            tenant_id: tenant_id.to_owned(),
+        }
+    }
+
     /// Builds the view from the batch hash: `None` when there is no hash, an error when it is damaged.
     pub fn from_hash(h: &HashMap<String, String>) -> Result<Option<Self>> {
         let Some(row) = Row::of_hash("batch", h) else {

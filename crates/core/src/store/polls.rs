@@ -9,8 +9,9 @@ use super::{
 
 impl Store {
     /// Claims up to `max` due polls of a partition, each leased for `lease_ms`, with each task's row (`None` when
-    /// the task is gone; an error when its hash is damaged), in one script call. Also answers the earliest due
-    /// time left in the partition's schedule (`None` when it is empty), so that a poller knows when to come back.
+    /// the task is gone; an error when its hash is damaged): one script call, then one pipeline of reads. Also
+    /// answers the earliest due time left in the partition's schedule (`None` when it is empty), so that a poller
+    /// knows when to come back.
     pub async fn claim_polls(
         &self,
         partition: u32,
@@ -18,25 +19,30 @@ impl Store {
         lease_ms: u64,
         max: usize,
     ) -> Result<(Vec<(String, Result<Option<TaskRow>>)>, Option<u64>)> {
-        type Reply = (Vec<(String, Vec<Option<String>>)>, String);
-        let (claimed, next_due): Reply = self
+        let (claimed, next_due): (Vec<String>, String) = self
             .scripts
             .poll_claim
             .key(self.keys.polls(partition))
             .arg(now)
             .arg(lease_ms)
             .arg(max)
-            .arg(self.keys.partition_task_prefix(partition))
-            .arg(&TaskRow::FIELDS)
             .invoke_async(&mut self.connection())
             .await?;
-        let rows = claimed
-            .into_iter()
-            .map(|(id, values)| {
+        let mut rows = Vec::with_capacity(claimed.len());
+        if !claimed.is_empty() {
+            let prefix = self.keys.partition_task_prefix(partition);
+            let mut pipe = redis::pipe();
+            for id in &claimed {
+                pipe.cmd("HMGET")
+                    .arg(format!("{prefix}{id}"))
+                    .arg(&TaskRow::FIELDS);
+            }
+            let values: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.connection()).await?;
+            for (id, values) in claimed.into_iter().zip(values) {
                 let row = TaskRow::from_values(&id, &values);
-                (id, row)
-            })
-            .collect();
+                rows.push((id, row));
+            }
+        }
         // Scores are whole ms, though Redis may write them as floats.
         Ok((rows, next_due.parse::<f64>().ok().map(|due| due as u64)))
     }

@@ -6,6 +6,7 @@ use gantry_core::{
     config::Prices,
     ids,
     keys::Keys,
+    model::BatchView,
     store::{Claim, Finish, Outcome, Reservation, Settlement},
     validate::{validate_batch, Limits},
     Store,
@@ -55,6 +56,11 @@ pub(crate) async fn traced_batch_of(
         .create_batch(tenant, &id, &batch, 1, traceparent)
         .await
         .unwrap());
+    // The gateway answers a new batch with this view instead of reading the hash back: they must agree.
+    assert_eq!(
+        store.batch(&id).await.unwrap(),
+        Some(BatchView::queued(&id, tenant, &batch, 1))
+    );
     assert!(
         !store
             .create_batch(tenant, &id, &batch, 1, traceparent)

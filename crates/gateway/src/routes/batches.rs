@@ -98,14 +98,18 @@ async fn accept(state: &AppState, tenant: &str, body: &[u8], batch_id: String) -
         .store
         .create_batch(tenant, &batch_id, &batch, now, traceparent.as_deref())
         .await?;
-    if created {
+    let view = if created {
         metrics().credits_frozen.add(cost, &[]);
-    }
-    let view = state
-        .store
-        .batch(&batch_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("batch vanished".into()))?;
+        // The answer is what was just written (no read back); workers may have moved it on already.
+        BatchView::queued(&batch_id, tenant, &batch, now)
+    } else {
+        // Written by an earlier attempt of this request: the answer is the batch as it is now.
+        state
+            .store
+            .batch(&batch_id)
+            .await?
+            .ok_or_else(|| ApiError::Internal("batch vanished".into()))?
+    };
     tracing::info!(batch.id = %batch_id, tasks = batch.tasks.len(), cost, "batch accepted");
     Ok(accepted(view))
 }
