@@ -34,31 +34,33 @@ pub enum Claim {
 }
 
 impl Claim {
-    /// One task's answer of `claim_submit.lua`: `ok` and the task's fields, or `skip` and the state in the way.
-    fn from_reply(task_id: &str, reply: &[Option<String>]) -> Result<Self> {
-        // The script's answer, then task fields, read through a row like an HMGET.
-        const CLAIMED: [&str; 6] = [
-            "answer",
-            task::ATTEMPTS,
-            task::MODEL,
-            task::SPEC,
-            task::CHAIN_FIRST_FRAME,
-            task::TENANT_ID,
-        ];
-        let row = Row::of_fields(task_id, &CLAIMED, reply);
-        if row.text("answer") != Some("ok") {
-            // The script answers the state that forbids the claim (in the second place), or `missing`.
-            return Ok(Self::Skip(match row.text(task::ATTEMPTS) {
-                Some("missing") => None,
-                status => Some(
-                    status
-                        .unwrap_or_default()
-                        .parse()
-                        .map_err(|e| StoreError::Corrupt(format!("{task_id}: {e}")))?,
-                ),
-            }));
+    /// What a claimed task sends to its provider, read apart from the claim: none of it changes once the task can
+    /// be claimed.
+    const SENT: [&'static str; 4] = [task::MODEL, task::SPEC, task::CHAIN_FIRST_FRAME, task::TENANT_ID];
+
+    /// One task's answer of `claim_submit.lua`: `ok` and the attempt, or `skip` and the state in the way. An
+    /// attempt means the claim was made, and the task's [`Claim::SENT`] fields are still to be read.
+    fn from_reply(task_id: &str, reply: &[Option<String>]) -> Result<std::result::Result<u32, Self>> {
+        const ANSWER: [&str; 2] = ["answer", "detail"];
+        let row = Row::of_fields(task_id, &ANSWER, reply);
+        if row.text("answer") == Some("ok") {
+            return Ok(Ok(row.parse("detail")?));
         }
-        let attempt = row.parse(task::ATTEMPTS)?;
+        // The script answers the state that forbids the claim, or `missing`.
+        Ok(Err(Self::Skip(match row.text("detail") {
+            Some("missing") => None,
+            status => Some(
+                status
+                    .unwrap_or_default()
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("{task_id}: {e}")))?,
+            ),
+        })))
+    }
+
+    /// A claim made under `attempt`, from the task's [`Claim::SENT`] fields.
+    fn claimed(task_id: &str, attempt: u32, values: &[Option<String>]) -> Result<Self> {
+        let row = Row::of_fields(task_id, &Self::SENT, values);
         // A damaged spec is an error (the message is retried, then buried as poison); a model this version does not
         // know can never be sent, so the task fails at once.
         let spec = serde_json::from_str(row.text(task::SPEC).unwrap_or_default()).map_err(|e| {
@@ -299,10 +301,37 @@ impl Store {
                 replies.len()
             )));
         }
-        Ok(task_ids
+        let answers: Vec<Result<std::result::Result<u32, Claim>>> = task_ids
             .iter()
             .zip(replies)
             .map(|(task_id, reply)| Claim::from_reply(task_id, &reply))
+            .collect();
+        // One pipeline reads what the claimed tasks send to their providers.
+        let mut pipe = redis::pipe();
+        for (task_id, answer) in task_ids.iter().zip(&answers) {
+            if let Ok(Ok(_)) = answer {
+                let batch_id = batch_of(task_id)?;
+                pipe.cmd("HMGET")
+                    .arg(self.keys.task(&batch_id, task_id))
+                    .arg(&Claim::SENT);
+            }
+        }
+        let mut sent: std::vec::IntoIter<Vec<Option<String>>> = if pipe.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.connection()).await?;
+            rows.into_iter()
+        };
+        Ok(task_ids
+            .iter()
+            .zip(answers)
+            .map(|(task_id, answer)| match answer? {
+                Ok(attempt) => {
+                    let values = sent.next().unwrap_or_default();
+                    Claim::claimed(task_id, attempt, &values)
+                }
+                Err(skip) => Ok(skip),
+            })
             .collect())
     }
 
