@@ -37,7 +37,8 @@ local function finish(task_key, batch_key, events_key, now, attempt, new_status,
   if not status or is_terminal(status) then
     return 0
   end
-  if attempt ~= '' and t[2] ~= attempt then
+  -- A task never claimed has no attempts field: attempt 0.
+  if attempt ~= '' and (t[2] or '0') ~= attempt then
     return 0
   end
   local progress = t[6]

@@ -23,7 +23,8 @@ else
   fields[#fields + 1] = TASK_LAST_ERROR
   fields[#fields + 1] = ARGV[6]
 end
-local moved = t[3] ~= ARGV[3]
+-- A task that never reported progress has no progress field: 0.
+local moved = (t[3] or '0') ~= ARGV[3]
 if moved then
   fields[#fields + 1] = TASK_PROGRESS
   fields[#fields + 1] = ARGV[3]

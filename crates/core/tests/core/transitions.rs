@@ -146,6 +146,24 @@ async fn a_task_finishes_once_and_stale_attempts_are_fenced() {
     );
     let view = store.task(&task).await.unwrap().unwrap();
     assert_eq!(view.output.unwrap().video_url, "https://v/1.mp4");
+
+    // A task never claimed has no attempts field (attempt 0): the submitter burying its poisoned message fails it
+    // under attempt 0, and a later attempt's answer is fenced.
+    let never_claimed = ids::task_id(&batch, 1);
+    let row = store.task_row(&never_claimed).await.unwrap().unwrap();
+    assert_eq!((row.attempt, row.progress), (0, 0));
+    assert!(
+        !store
+            .finish_task(&never_claimed, Some(1), &failed, 22)
+            .await
+            .unwrap(),
+        "no attempt 1 was ever made"
+    );
+    assert!(store
+        .finish_task(&never_claimed, Some(0), &failed, 22)
+        .await
+        .unwrap());
+    assert_eq!(store.task(&never_claimed).await.unwrap().unwrap().attempts, 0);
     let batch_view = store.batch(&batch).await.unwrap().unwrap();
     assert_eq!(
         (
