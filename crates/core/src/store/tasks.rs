@@ -316,20 +316,28 @@ impl Store {
                     .arg(&Claim::SENT);
             }
         }
-        let mut sent: std::vec::IntoIter<Vec<Option<String>>> = if pipe.is_empty() {
-            Vec::new().into_iter()
+        // When the reads fail, each claimed task answers that error: its message stays pending and the task is
+        // taken over once its lease runs out, as after a crash of this submitter.
+        let sent: std::result::Result<Vec<Vec<Option<String>>>, String> = if pipe.is_empty() {
+            Ok(Vec::new())
         } else {
-            let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.connection()).await?;
-            rows.into_iter()
+            pipe.query_async(&mut self.connection())
+                .await
+                .map_err(|e| e.to_string())
         };
+        let mut rows = sent.as_ref().map(|rows| rows.iter());
         Ok(task_ids
             .iter()
             .zip(answers)
             .map(|(task_id, answer)| match answer? {
-                Ok(attempt) => {
-                    let values = sent.next().unwrap_or_default();
-                    Claim::claimed(task_id, attempt, &values)
-                }
+                Ok(attempt) => match &mut rows {
+                    Ok(rows) => Claim::claimed(task_id, attempt, rows.next().map_or(&[][..], Vec::as_slice)),
+                    Err(why) => Err(StoreError::Redis(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "reading a claimed task failed",
+                        format!("{task_id}: {why}"),
+                    )))),
+                },
                 Err(skip) => Ok(skip),
             })
             .collect())
