@@ -282,12 +282,16 @@ impl Store {
         lease_ms: u64,
     ) -> Result<Vec<Result<Claim>>> {
         let mut script = self.scripts.claim_submit.prepare_invoke();
+        // Each task's key serves the claim and then the read of what it sends.
+        let mut task_keys = Vec::with_capacity(task_ids.len());
         for task_id in task_ids {
             let batch_id = batch_of(task_id)?;
+            let task_key = self.keys.task(&batch_id, task_id);
             script
-                .key(self.keys.task(&batch_id, task_id))
+                .key(&task_key)
                 .key(self.keys.batch(&batch_id))
                 .key(self.keys.batch_events(&batch_id));
+            task_keys.push(task_key);
         }
         let replies: Vec<Vec<Option<String>>> = script
             .arg(now)
@@ -308,12 +312,9 @@ impl Store {
             .collect();
         // One pipeline reads what the claimed tasks send to their providers.
         let mut pipe = redis::pipe();
-        for (task_id, answer) in task_ids.iter().zip(&answers) {
+        for (key, answer) in task_keys.iter().zip(&answers) {
             if let Ok(Ok(_)) = answer {
-                let batch_id = batch_of(task_id)?;
-                pipe.cmd("HMGET")
-                    .arg(self.keys.task(&batch_id, task_id))
-                    .arg(&Claim::SENT);
+                pipe.cmd("HMGET").arg(key).arg(&Claim::SENT);
             }
         }
         // When the reads fail, each claimed task answers that error: its message stays pending and the task is
