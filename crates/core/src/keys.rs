@@ -37,13 +37,28 @@
 pub struct Keys {
     prefix: String,
     partitions: u32,
+    /// `<prefix>:{pN}` for every partition N: the hot keys are this plus a suffix, one allocation each.
+    slots: std::sync::Arc<[String]>,
+}
+
+/// The concatenation of `parts`, in one allocation (keys are built for every task a service touches).
+fn concat(parts: &[&str]) -> String {
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        key.push_str(part);
+    }
+    key
 }
 
 impl Keys {
     pub fn new(prefix: impl Into<String>, partitions: u32) -> Self {
+        let prefix = prefix.into();
+        let partitions = partitions.max(1);
+        let slots = (0..partitions).map(|p| format!("{prefix}:{{p{p}}}")).collect();
         Self {
-            prefix: prefix.into(),
-            partitions: partitions.max(1),
+            prefix,
+            partitions,
+            slots,
         }
     }
 
@@ -61,25 +76,29 @@ impl Keys {
         hash % self.partitions
     }
 
-    fn slot(&self, partition: u32) -> String {
-        format!("{}:{{p{partition}}}", self.prefix)
+    /// `<prefix>:{pN}`; a partition out of range (a caller's bug) still gets its well-formed key.
+    fn slot(&self, partition: u32) -> std::borrow::Cow<'_, str> {
+        match self.slots.get(partition as usize) {
+            Some(slot) => std::borrow::Cow::Borrowed(slot),
+            None => std::borrow::Cow::Owned(format!("{}:{{p{partition}}}", self.prefix)),
+        }
     }
 
     pub fn submit_stream(&self, partition: u32) -> String {
-        format!("{}:submit", self.slot(partition))
+        concat(&[&self.slot(partition), ":submit"])
     }
 
     pub fn settle_stream(&self, partition: u32) -> String {
-        format!("{}:settle", self.slot(partition))
+        concat(&[&self.slot(partition), ":settle"])
     }
 
     pub fn polls(&self, partition: u32) -> String {
-        format!("{}:polls", self.slot(partition))
+        concat(&[&self.slot(partition), ":polls"])
     }
 
     /// The dead-letter stream of a partition: messages that could not be processed.
     pub fn dead_letters(&self, partition: u32) -> String {
-        format!("{}:dead", self.slot(partition))
+        concat(&[&self.slot(partition), ":dead"])
     }
 
     /// The dead-letter stream in the same slot as the stream `source` (one of this module's partition streams).
@@ -91,16 +110,16 @@ impl Keys {
     /// Batches of a partition not yet settled, scored by when the sweeper should next check them (ms): a new
     /// batch by its creation time, then rescored after each check.
     pub fn open_batches(&self, partition: u32) -> String {
-        format!("{}:open", self.slot(partition))
+        concat(&[&self.slot(partition), ":open"])
     }
 
     /// Settled batches of a partition, scored by settlement time (ms): what retention removes once they are old.
     pub fn expiring_batches(&self, partition: u32) -> String {
-        format!("{}:expiring", self.slot(partition))
+        concat(&[&self.slot(partition), ":expiring"])
     }
 
     pub fn retries(&self, partition: u32) -> String {
-        format!("{}:retries", self.slot(partition))
+        concat(&[&self.slot(partition), ":retries"])
     }
 
     /// The three keys of one provider's shared limits: (rate, in-flight slots held, AIMD factor).
@@ -114,11 +133,16 @@ impl Keys {
     }
 
     pub fn batch(&self, batch_id: &str) -> String {
-        format!("{}:batch:{batch_id}", self.slot(self.partition_of(batch_id)))
+        concat(&[&self.slot(self.partition_of(batch_id)), ":batch:", batch_id])
     }
 
     pub fn batch_events(&self, batch_id: &str) -> String {
-        format!("{}:events", self.batch(batch_id))
+        concat(&[
+            &self.slot(self.partition_of(batch_id)),
+            ":batch:",
+            batch_id,
+            ":events",
+        ])
     }
 
     /// The prefix that, followed by a task id, makes that task's key (used by scripts that walk a batch).
@@ -128,56 +152,56 @@ impl Keys {
 
     /// The prefix of the task keys of one partition (the task id is appended).
     pub fn partition_task_prefix(&self, partition: u32) -> String {
-        format!("{}:task:", self.slot(partition))
+        concat(&[&self.slot(partition), ":task:"])
     }
 
     pub fn task(&self, batch_id: &str, task_id: &str) -> String {
-        format!("{}{task_id}", self.task_prefix(batch_id))
+        concat(&[&self.slot(self.partition_of(batch_id)), ":task:", task_id])
     }
 
     fn tenant_slot(&self, tenant_id: &str) -> String {
-        format!("{}:{{t:{tenant_id}}}", self.prefix)
+        concat(&[&self.prefix, ":{t:", tenant_id, "}"])
     }
 
     pub fn tenant(&self, tenant_id: &str) -> String {
-        format!("{}:tenant", self.tenant_slot(tenant_id))
+        concat(&[&self.prefix, ":{t:", tenant_id, "}:tenant"])
     }
 
     pub fn ledger(&self, tenant_id: &str) -> String {
-        format!("{}:ledger", self.tenant_slot(tenant_id))
+        concat(&[&self.prefix, ":{t:", tenant_id, "}:ledger"])
     }
 
     pub fn tenant_rate(&self, tenant_id: &str) -> String {
-        format!("{}:rate", self.tenant_slot(tenant_id))
+        concat(&[&self.prefix, ":{t:", tenant_id, "}:rate"])
     }
 
     pub fn api_key_records(&self, tenant_id: &str) -> String {
-        format!("{}:keys", self.tenant_slot(tenant_id))
+        concat(&[&self.prefix, ":{t:", tenant_id, "}:keys"])
     }
 
     pub fn api_keys_used(&self, tenant_id: &str) -> String {
-        format!("{}:keys_used", self.tenant_slot(tenant_id))
+        concat(&[&self.prefix, ":{t:", tenant_id, "}:keys_used"])
     }
 
     pub fn ledger_by_batch(&self, tenant_id: &str) -> String {
-        format!("{}:ledger_by_batch", self.tenant_slot(tenant_id))
+        concat(&[&self.prefix, ":{t:", tenant_id, "}:ledger_by_batch"])
     }
 
     pub fn reservations(&self, tenant_id: &str) -> String {
-        format!("{}:reservations", self.tenant_slot(tenant_id))
+        concat(&[&self.prefix, ":{t:", tenant_id, "}:reservations"])
     }
 
     pub fn settlements(&self, tenant_id: &str) -> String {
-        format!("{}:settlements", self.tenant_slot(tenant_id))
+        concat(&[&self.prefix, ":{t:", tenant_id, "}:settlements"])
     }
 
     pub fn tenant_batches(&self, tenant_id: &str) -> String {
-        format!("{}:batches", self.tenant_slot(tenant_id))
+        concat(&[&self.prefix, ":{t:", tenant_id, "}:batches"])
     }
 
     /// How far (reservation time, ms) the sweeper has looked for reservations whose batch was never written.
     pub fn reservations_checked(&self, tenant_id: &str) -> String {
-        format!("{}:reservations_checked", self.tenant_slot(tenant_id))
+        concat(&[&self.prefix, ":{t:", tenant_id, "}:reservations_checked"])
     }
 
     /// The record of an `Idempotency-Key` sent by a tenant to one endpoint (`endpoint` = method and path, so the

@@ -24,7 +24,7 @@ pub(crate) struct HttpApi {
     /// The base URL, parsed once: a call's URL is this one with its path set (the host is not parsed again).
     base: reqwest::Url,
     /// Host and port of the base URL (`server.address`, `server.port`).
-    host: String,
+    host: std::sync::Arc<str>,
     port: u16,
     api_key: SecretString,
 }
@@ -65,7 +65,7 @@ impl HttpApi {
         let http = builder
             .build()
             .map_err(|error| invalid(format!("http client: {error}")))?;
-        let host = parsed.host_str().unwrap_or_default().to_owned();
+        let host = std::sync::Arc::from(parsed.host_str().unwrap_or_default());
         let port = parsed.port_or_known_default().unwrap_or(0);
         Ok(Self {
             provider,
@@ -132,8 +132,8 @@ impl HttpApi {
             span.record("otel.status_code", "ERROR");
         }
         let mut attributes = vec![
-            KeyValue::new("http.request.method", method.to_string()),
-            KeyValue::new("server.address", self.host.clone()),
+            KeyValue::new("http.request.method", method_name(&method)),
+            KeyValue::new("server.address", std::sync::Arc::clone(&self.host)),
             KeyValue::new("gantry.provider", self.provider),
             KeyValue::new("gantry.provider.operation", operation),
             KeyValue::new("gantry.status_class", metrics::status_class(status)),
@@ -224,6 +224,18 @@ impl HttpApi {
     /// `DELETE path`.
     pub(crate) async fn delete(&self, operation: &'static str, path: &str) -> Result<Vec<u8>> {
         self.call(operation, Method::DELETE, path, None).await
+    }
+}
+
+/// The method as a static string (the methods the clients use; any other is named "_OTHER", as semantic
+/// conventions say).
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        _ => "_OTHER",
     }
 }
 

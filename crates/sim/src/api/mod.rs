@@ -1,8 +1,8 @@
 //! The simulator's HTTP routes: the Grsai API under `/v1`, the Seedance API under `/api/v3`, test controls under
 //! `/sim`, placeholder result files.
 //!
-//! The API routes sit behind two middlewares (see [`admit`]): the outer one counts the request in flight and injects
-//! faults, the inner one checks the bearer key. Bodies are read as bytes and parsed by the handlers so that every
+//! The API routes sit behind one middleware (see [`admit`]): it counts the request in flight, injects faults, then
+//! checks the bearer key. Bodies are read as bytes and parsed by the handlers so that every
 //! error answer has its API's shape: Grsai `{code:-1,msg}`, Seedance `{error:{code,message}}`.
 
 use std::sync::Arc;
@@ -41,10 +41,6 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
             &format!("{SEEDANCE_TASKS}/{{id}}"),
             get(seedance::status).delete(seedance::cancel),
         )
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&sim),
-            admit::require_key,
-        ))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&sim), admit::admit));
     Router::new()
         .merge(api)
