@@ -223,6 +223,8 @@ pub struct RetryConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SettlementConfig {
     pub block_ms: u64,
+    /// Batches settled at once by one settlement process.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -459,6 +461,9 @@ impl Config {
         }
         if self.submitter.read_count == 0 {
             return invalid("submitter.read_count", "must be at least 1");
+        }
+        if self.settlement.concurrency == 0 {
+            return invalid("settlement.concurrency", "must be at least 1");
         }
         if self.poller.concurrency == 0 {
             return invalid("poller.concurrency", "must be at least 1");

@@ -26,10 +26,6 @@ use tracing::Instrument;
 /// The consumer group of the settle streams.
 pub const GROUP: &str = "settlement";
 
-/// Settle messages handled at once. Batches settle independently (each step is keyed by batch id), so a
-/// duplicate message running beside the first changes nothing.
-const CONCURRENCY: usize = 8;
-
 /// Runs settlement, and the recovery sweep beside it, until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::connect_when_ready(config, &shutdown).await?;
@@ -49,7 +45,9 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     let retainer = tokio::spawn(retain(store.clone(), config.clone(), shutdown.clone()));
     let sampler = tokio::spawn(sample(store.clone(), config.clone(), shutdown.clone()));
     let limits = Limits {
-        concurrency: CONCURRENCY,
+        // Batches settle independently (each step is keyed by batch id), so a duplicate message running beside
+        // the first changes nothing.
+        concurrency: config.settlement.concurrency,
         grace: Duration::from_millis(config.shutdown.grace_ms),
     };
     let shared = Arc::new((store, config.clone()));
