@@ -120,6 +120,17 @@ impl Store {
         self.conn.clone()
     }
 
+    /// Loads every script into Redis's script cache (`SCRIPT LOAD`; on a cluster, on the node the client picks).
+    /// Calls never need it: a script missing from the cache is sent whole on first use. It lets a measurement
+    /// count the cache (about 130 KB) from the start instead of seeing it appear under load (`just soak`).
+    pub async fn load_scripts(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        for script in self.scripts.all() {
+            script.load_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<()> {
         let mut conn = self.conn.clone();

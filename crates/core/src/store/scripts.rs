@@ -114,6 +114,36 @@ impl Scripts {
             trim_stream: script!("trim_stream"),
         }
     }
+
+    /// Every script, for loading them all at once.
+    pub fn all(&self) -> [&Script; 24] {
+        [
+            &self.create_batch,
+            &self.claim_submit,
+            &self.mark_running,
+            &self.finish_task,
+            &self.poll_claim,
+            &self.poll_update,
+            &self.settle_finalize,
+            &self.grant,
+            &self.reserve,
+            &self.settle,
+            &self.retry_later,
+            &self.renew_lease,
+            &self.retry_pump,
+            &self.limiter_take,
+            &self.tenant_rate,
+            &self.create_tenant,
+            &self.cancel_batch,
+            &self.idem_begin,
+            &self.idem_finish,
+            &self.idem_release,
+            &self.open_claim,
+            &self.expire_batches,
+            &self.expire_tenant,
+            &self.trim_stream,
+        ]
+    }
 }
 
 /// A Lua function of the prelude that returns the fields of one kind of message.
