@@ -159,49 +159,50 @@ impl Keys {
         concat(&[&self.slot(self.partition_of(batch_id)), ":task:", task_id])
     }
 
-    fn tenant_slot(&self, tenant_id: &str) -> String {
-        concat(&[&self.prefix, ":{t:", tenant_id, "}"])
+    /// `<prefix>:{t:<tenant>}` followed by `suffix`.
+    fn tenant_key(&self, tenant_id: &str, suffix: &str) -> String {
+        concat(&[&self.prefix, ":{t:", tenant_id, "}", suffix])
     }
 
     pub fn tenant(&self, tenant_id: &str) -> String {
-        concat(&[&self.prefix, ":{t:", tenant_id, "}:tenant"])
+        self.tenant_key(tenant_id, ":tenant")
     }
 
     pub fn ledger(&self, tenant_id: &str) -> String {
-        concat(&[&self.prefix, ":{t:", tenant_id, "}:ledger"])
+        self.tenant_key(tenant_id, ":ledger")
     }
 
     pub fn tenant_rate(&self, tenant_id: &str) -> String {
-        concat(&[&self.prefix, ":{t:", tenant_id, "}:rate"])
+        self.tenant_key(tenant_id, ":rate")
     }
 
     pub fn api_key_records(&self, tenant_id: &str) -> String {
-        concat(&[&self.prefix, ":{t:", tenant_id, "}:keys"])
+        self.tenant_key(tenant_id, ":keys")
     }
 
     pub fn api_keys_used(&self, tenant_id: &str) -> String {
-        concat(&[&self.prefix, ":{t:", tenant_id, "}:keys_used"])
+        self.tenant_key(tenant_id, ":keys_used")
     }
 
     pub fn ledger_by_batch(&self, tenant_id: &str) -> String {
-        concat(&[&self.prefix, ":{t:", tenant_id, "}:ledger_by_batch"])
+        self.tenant_key(tenant_id, ":ledger_by_batch")
     }
 
     pub fn reservations(&self, tenant_id: &str) -> String {
-        concat(&[&self.prefix, ":{t:", tenant_id, "}:reservations"])
+        self.tenant_key(tenant_id, ":reservations")
     }
 
     pub fn settlements(&self, tenant_id: &str) -> String {
-        concat(&[&self.prefix, ":{t:", tenant_id, "}:settlements"])
+        self.tenant_key(tenant_id, ":settlements")
     }
 
     pub fn tenant_batches(&self, tenant_id: &str) -> String {
-        concat(&[&self.prefix, ":{t:", tenant_id, "}:batches"])
+        self.tenant_key(tenant_id, ":batches")
     }
 
     /// How far (reservation time, ms) the sweeper has looked for reservations whose batch was never written.
     pub fn reservations_checked(&self, tenant_id: &str) -> String {
-        concat(&[&self.prefix, ":{t:", tenant_id, "}:reservations_checked"])
+        self.tenant_key(tenant_id, ":reservations_checked")
     }
 
     /// The record of an `Idempotency-Key` sent by a tenant to one endpoint (`endpoint` = method and path, so the
@@ -213,7 +214,7 @@ impl Keys {
             .chain_update("\n")
             .chain_update(key)
             .finalize();
-        format!("{}:idem:{}", self.tenant_slot(tenant_id), hex::encode(digest))
+        self.tenant_key(tenant_id, &format!(":idem:{}", hex::encode(digest)))
     }
 
     pub fn api_keys(&self) -> String {

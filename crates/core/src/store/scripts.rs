@@ -261,6 +261,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_script_file_is_in_the_list_that_loads_them_all() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("lua");
+        let files = std::fs::read_dir(&dir)
+            .expect("the lua directory")
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".lua") && name != "lib.lua")
+            .count();
+        assert_eq!(Scripts::load().all().len(), files);
+    }
+
+    #[test]
     fn lua_strings_escape_quotes_backslashes_and_other_bytes() {
         assert_eq!(lua_string("submit_task"), "'submit_task'");
         assert_eq!(lua_string(r"it's a\b"), r"'it\'s a\\b'");
