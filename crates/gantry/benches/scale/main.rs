@@ -8,8 +8,9 @@
 //! `poller`, `settlement`. The simulator answers at once (`sim.task_duration_ms = 0`), the poller polls a task
 //! as soon as it is running (expected durations 0, intervals 50 ms), the keys live in one partition (one
 //! standalone Redis, like the peer's), and neither the provider limits nor the tenant rate limit can be the
-//! bottleneck (see `stack.rs` for every setting; any `GANTRY__*` variable you set overrides them). 16 tenants are created through the admin API. The harness then submits **B batches of K
-//! `veo3.1-fast` tasks** with `POST /v1/batches`, INFLIGHT (32) requests in flight; batch `b` belongs to tenant
+//! bottleneck (see `stack.rs` for every setting; any `GANTRY__*` variable you set overrides them). 16 tenants are
+//! created through the admin API. The harness then submits **B batches of K `veo3.1-fast` tasks** with
+//! `POST /v1/batches`, INFLIGHT (32) requests in flight; batch `b` belongs to tenant
 //! `b % 16` and task `i` of each batch carries `[sim:fail]` when `i % 10 == 7`, so exactly 10 % of the tasks fail
 //! at the provider. Each task is about 300 bytes of JSON, like the peer's payload. Default shapes: 2,000 × 10 and
 //! 200 × 100. Batch hashes are kept `retention.completed_secs` = 2 s after they settle (RETENTION_SECS).
