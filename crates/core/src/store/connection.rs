@@ -21,7 +21,8 @@ use redis::{
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
     cluster_routing::Slot,
-    Cmd, Pipeline, RedisFuture, Value,
+    io::tcp::TcpSettings,
+    Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value,
 };
 
 use crate::config::RedisMode;
@@ -53,7 +54,9 @@ impl Backend {
     /// A backend of `mode` at `urls` (one URL, or a comma-separated list of seed nodes in cluster mode).
     pub(crate) fn open(mode: RedisMode, urls: &str) -> redis::RedisResult<Self> {
         Ok(match mode {
-            RedisMode::Standalone => Self::Single(redis::Client::open(urls.trim())?),
+            RedisMode::Standalone => Self::Single(redis::Client::open(
+                urls.trim().into_connection_info()?.set_tcp_settings(tcp_settings()),
+            )?),
             RedisMode::Cluster => {
                 let urls: Vec<String> = crate::config::split_urls(urls)
                     .into_iter()
@@ -103,7 +106,14 @@ fn cluster_client(urls: &[String], response_timeout: Duration) -> redis::RedisRe
         .connection_timeout(Duration::from_secs(5))
         .response_timeout(response_timeout)
         .overall_response_timeout(Some(response_timeout + CLUSTER_RETRY_ALLOWANCE))
+        .tcp_settings(tcp_settings())
         .build()
+}
+
+/// `TCP_NODELAY`, which redis-rs leaves off: a connection carries many small pipelined writes, and Nagle would
+/// hold each one back until the previous one is acknowledged.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
 }
 
 /// A multiplexed, self-reconnecting connection to one Redis server or to a Redis Cluster; cheap to clone (clones
