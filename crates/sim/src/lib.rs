@@ -27,7 +27,9 @@
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -37,7 +39,8 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    net::TcpListener,
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
     task::{JoinHandle, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
@@ -151,7 +154,7 @@ async fn serve(sim: Arc<Sim>, listener: TcpListener, shutdown: CancellationToken
         connections.spawn(async move {
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http2().max_concurrent_streams(MAX_H2_STREAMS);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let connection = builder.serve_connection(TokioIo::new(Unvectored(stream)), service);
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -170,6 +173,32 @@ async fn serve(sim: Arc<Sim>, listener: TcpListener, shutdown: CancellationToken
     while connections.join_next().await.is_some() {}
     tracing::info!(%addr, "provider simulator stopped");
     Ok(())
+}
+
+/// A connection that tells hyper and h2 it has no vectored writes. With vectored writes, h2 sends every DATA frame
+/// over 256 bytes (a finished task's status answer) in a `writev` of its own; without, it copies frames of up to
+/// 1 KB into its write buffer, so a burst of answers leaves in one write. On loopback each write costs the sender
+/// the receiver's TCP path too.
+struct Unvectored(TcpStream);
+
+impl AsyncRead for Unvectored {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Unvectored {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
 }
 
 /// Concurrent HTTP/2 streams a client may open on one connection. hyper's default is 200, fewer than one worker
