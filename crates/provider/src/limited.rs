@@ -8,7 +8,10 @@
 
 use std::{
     future::Future,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU32, Ordering::Relaxed},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
     time::{Duration, Instant},
 };
 
@@ -19,7 +22,7 @@ use gantry_core::{
     store::{PermitGrant, PermitRequest},
     Store,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{futures::Notified, Notify};
 
 use crate::{CreateRequest, Provider, ProviderError, ProviderName, RemoteStatus};
 
@@ -50,7 +53,8 @@ impl Limited {
             lease_ms,
             holder: format!("{kind}-{}", uuid::Uuid::now_v7().simple()),
             state: Mutex::new(PoolState::default()),
-            waiting: std::sync::atomic::AtomicU32::new(0),
+            asked: Notify::new(),
+            waiting: AtomicU32::new(0),
         };
         Self {
             // Creates leave room for polls, so running tasks are always followed.
@@ -69,9 +73,12 @@ struct Pool {
     share: f64,
     lease_ms: u64,
     holder: String,
+    /// Never held across an await.
     state: Mutex<PoolState>,
+    /// Wakes every call waiting for the ask in progress (see [`Asking`]).
+    asked: Notify,
     /// Calls waiting for a permit (they size the next ask).
-    waiting: std::sync::atomic::AtomicU32,
+    waiting: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +94,8 @@ struct PoolState {
     ok: u32,
     /// The AIMD factor last seen (good answers only matter below 1).
     factor: f64,
+    /// An ask is on its way to Redis: calls wait for its grant rather than take from the one it replaces.
+    asking: bool,
 }
 
 impl PoolState {
@@ -101,6 +110,61 @@ impl PoolState {
             false
         }
     }
+
+    /// Records what an ask of `wanted` was granted. What calls met while it was on its way stays for the next ask.
+    fn granted(&mut self, wanted: &PermitRequest<'_>, grant: &PermitGrant) {
+        self.held = grant.slots;
+        self.tokens = grant.tokens;
+        self.tokens_until = Some(Instant::now() + TOKEN_SHELF_LIFE);
+        self.rate_limited = self.rate_limited.saturating_sub(wanted.rate_limited);
+        self.ok = self.ok.saturating_sub(wanted.ok);
+        self.factor = grant.factor;
+    }
+}
+
+/// See [`Pool::step`].
+enum Step<'a> {
+    /// The call has its permit.
+    Taken,
+    /// Another call is asking: wait for its grant.
+    Wait(Notified<'a>),
+    /// This call asks.
+    Ask(PermitRequest<'a>, Asking<'a>),
+}
+
+/// The one ask of a pool in progress. When it ends (or its call is dropped half-way), every call waiting for it
+/// is woken at once, so the calls of a burst go out together: a lock handed from one waiter to the next let them
+/// out one per turn of the runtime, and each left in a write of its own.
+struct Asking<'a>(&'a Pool);
+
+impl<'a> Asking<'a> {
+    fn start(pool: &'a Pool, state: &mut PoolState) -> Self {
+        state.asking = true;
+        Self(pool)
+    }
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.0.lock().asking = false;
+        self.0.asked.notify_waiters();
+    }
+}
+
+/// Counts a call in its pool's `waiting` while it waits for a permit (including when it is dropped half-way).
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn start(waiting: &'a AtomicU32) -> Self {
+        waiting.fetch_add(1, Relaxed);
+        Self(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 /// How a call under a permit ended, for the AIMD rate adjustment.
@@ -112,36 +176,60 @@ enum CallOutcome {
 }
 
 impl Pool {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // The state is plain counters: a panic while it was locked leaves nothing half-done worth refusing.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Waits for a permit: a slot and a token of this pool, asking Redis for a block of them when none is at hand.
     async fn acquire(&self) -> Result<(), ProviderError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.waiting.fetch_add(1, Relaxed);
-        let granted = loop {
-            let mut state = self.state.lock().await;
-            if state.take(Instant::now()) {
-                break Ok(());
+        let _waiting = Waiting::start(&self.waiting);
+        let (mut wanted, _asking) = loop {
+            match self.step() {
+                Step::Taken => return Ok(()),
+                Step::Wait(asked) => asked.await,
+                Step::Ask(wanted, asking) => break (wanted, asking),
             }
-            let waiting = self.waiting.load(Relaxed).max(1);
-            let wanted = self.request(&state, state.in_use + waiting, waiting.min(MOST_TOKENS_PER_ASK));
-            let grant = match self.ask(&wanted, &mut state).await {
-                Ok(grant) => grant,
-                Err(e) => break Err(e),
+        };
+        // This call asks for the pool; the others wait for what it is granted.
+        loop {
+            let grant = self.ask(&wanted).await?;
+            let wait = {
+                let mut state = self.lock();
+                state.granted(&wanted, &grant);
+                if state.take(Instant::now()) {
+                    return Ok(());
+                }
+                // No slot free (other replicas hold them): ask again a little later; else the rate says when.
+                if grant.slots <= state.in_use {
+                    SLOT_WAIT_MS
+                } else {
+                    grant.wait_ms.max(1)
+                }
             };
-            if state.take(Instant::now()) {
-                break Ok(());
-            }
-            // No slot free (other replicas hold them): ask again a little later; else the rate says when.
-            let wait = if grant.slots <= state.in_use {
-                SLOT_WAIT_MS
-            } else {
-                grant.wait_ms.max(1)
-            };
-            drop(state);
             // Waiting here is back-pressure on this worker.
             tokio::time::sleep(Duration::from_millis(wait)).await;
-        };
-        self.waiting.fetch_sub(1, Relaxed);
-        granted
+            wanted = self.wanted(&self.lock());
+        }
+    }
+
+    /// What a call waiting for a permit does next, decided under the lock.
+    fn step(&self) -> Step<'_> {
+        let mut state = self.lock();
+        if state.asking {
+            // Registered before the lock is let go, so the end of that ask cannot be missed.
+            return Step::Wait(self.asked.notified());
+        }
+        if state.take(Instant::now()) {
+            return Step::Taken;
+        }
+        Step::Ask(self.wanted(&state), Asking::start(self, &mut state))
+    }
+
+    /// An ask for the slots in use plus one per waiting call, and a token per waiting call.
+    fn wanted(&self, state: &PoolState) -> PermitRequest<'_> {
+        let waiting = self.waiting.load(Relaxed).max(1);
+        self.request(state, state.in_use + waiting, waiting.min(MOST_TOKENS_PER_ASK))
     }
 
     /// An ask for `slots` held and `tokens` now, carrying what the pool's calls met since its last ask (good
@@ -158,12 +246,8 @@ impl Pool {
         }
     }
 
-    /// One ask of the shared limits; the pool's state becomes what was granted.
-    async fn ask(
-        &self,
-        wanted: &PermitRequest<'_>,
-        state: &mut PoolState,
-    ) -> Result<PermitGrant, ProviderError> {
+    /// One ask of the shared limits (the caller records the grant).
+    async fn ask(&self, wanted: &PermitRequest<'_>) -> Result<PermitGrant, ProviderError> {
         let grant = self
             .store
             .limiter_take(self.provider.as_str(), &self.limits, wanted, now_ms())
@@ -176,34 +260,34 @@ impl Pool {
                 "provider answered 429; shared rate lowered"
             );
         }
-        state.held = grant.slots;
-        state.tokens = grant.tokens;
-        state.tokens_until = Some(Instant::now() + TOKEN_SHELF_LIFE);
-        state.rate_limited = 0;
-        state.ok = 0;
-        state.factor = grant.factor;
         Ok(grant)
     }
 
-    /// Gives the slot back and notes the outcome. A 429 is reported at once (every replica should slow down);
-    /// a pool left idle hands its slots back to the other replicas.
+    /// Gives the slot back and notes the outcome. A 429 is reported at once (every replica should slow down),
+    /// unless an ask is already on its way (it rides with the next one); a pool left idle hands its slots back to
+    /// the other replicas.
     async fn release(&self, outcome: CallOutcome) {
-        let mut state = self.state.lock().await;
-        state.in_use = state.in_use.saturating_sub(1);
-        match outcome {
-            CallOutcome::Ok => state.ok += 1,
-            CallOutcome::RateLimited => state.rate_limited += 1,
-            CallOutcome::Error => {}
-        }
-        let idle = state.in_use == 0 && self.waiting.load(std::sync::atomic::Ordering::Relaxed) == 0;
-        if outcome == CallOutcome::RateLimited || (idle && state.held > 0) {
-            let keep = if idle { 0 } else { state.held };
-            let report = self.request(&state, keep, 0);
-            // On failure the slots' lease ends by itself, and the outcome rides with the next ask.
-            if let Err(e) = self.ask(&report, &mut state).await {
-                tracing::warn!(error = %e, "returning provider permits failed");
+        let (report, asking) = {
+            let mut state = self.lock();
+            state.in_use = state.in_use.saturating_sub(1);
+            match outcome {
+                CallOutcome::Ok => state.ok += 1,
+                CallOutcome::RateLimited => state.rate_limited += 1,
+                CallOutcome::Error => {}
             }
+            let idle = state.in_use == 0 && self.waiting.load(Relaxed) == 0;
+            if state.asking || !(outcome == CallOutcome::RateLimited || (idle && state.held > 0)) {
+                return;
+            }
+            let keep = if idle { 0 } else { state.held };
+            (self.request(&state, keep, 0), Asking::start(self, &mut state))
+        };
+        match self.ask(&report).await {
+            Ok(grant) => self.lock().granted(&report, &grant),
+            // On failure the slots' lease ends by itself, and the outcome rides with the next ask.
+            Err(e) => tracing::warn!(error = %e, "returning provider permits failed"),
         }
+        drop(asking);
     }
 
     /// Runs `call` (not started until awaited) under a permit of this pool, and notes its outcome.
