@@ -3,7 +3,9 @@
 use clap::Parser;
 
 /// mimalloc rather than the system allocator: the services allocate and free many small buffers per request, and
-/// glibc's malloc took about a fifth of their CPU in the profile (see the README's Scaling section).
+/// glibc's malloc took about a fifth of their CPU in the profile (see the README's Scaling section). Its v2 line
+/// (the workspace's `features = ["v2"]`), the one its authors call stable: with v3, the crate's default, the Rust
+/// processes spent 4-5 % more CPU per task in `just bench` (three interleaved pairs, 2,000 x 10).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
