@@ -202,9 +202,10 @@ impl AsyncWrite for Unvectored {
 }
 
 /// Concurrent HTTP/2 streams a client may open on one connection. hyper's default is 200, fewer than one worker
-/// keeps in flight in `just bench` (512): the rest waited in the client, and on 2,000 x 10 the stack ran 2-14 %
-/// slower (four interleaved pairs). A real provider's limits are the fault config's business, not the transport's.
-const MAX_H2_STREAMS: u32 = 1024;
+/// keeps in flight in `just bench` (1,024): the rest waited in the client, and on 2,000 x 10 the stack ran 2-14 %
+/// slower (four interleaved pairs, at 512 in flight). A real provider's limits are the fault config's business, not
+/// the transport's.
+const MAX_H2_STREAMS: u32 = 4096;
 
 /// A simulator running in the background; dropping it stops the server.
 #[derive(Debug)]
