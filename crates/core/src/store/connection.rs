@@ -55,7 +55,9 @@ impl Backend {
     pub(crate) fn open(mode: RedisMode, urls: &str) -> redis::RedisResult<Self> {
         Ok(match mode {
             RedisMode::Standalone => Self::Single(redis::Client::open(
-                urls.trim().into_connection_info()?.set_tcp_settings(tcp_settings()),
+                urls.trim()
+                    .into_connection_info()?
+                    .set_tcp_settings(tcp_settings()),
             )?),
             RedisMode::Cluster => {
                 let urls: Vec<String> = crate::config::split_urls(urls)
