@@ -36,6 +36,11 @@ pub(crate) async fn serve(
                 }
             },
         };
+        // A live event stream writes each event as it happens: with Nagle, an event that follows another within a
+        // round trip would wait for the client's (delayed) acknowledgement.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+        }
         let service = TowerToHyperService::new(app.clone());
         let shutdown = shutdown.clone();
         connections.spawn(async move {
