@@ -119,17 +119,26 @@ impl Source for SubmitSource {
             }
         }
         let deliveries = Source::next(&mut self.consumer, max, shutdown).await?;
-        Some(self.claim(deliveries).await)
+        Some(self.claim(deliveries, max).await)
     }
 }
 
 impl SubmitSource {
     /// Claims the tasks of healthy submit messages, one call per stream; a failed call leaves its tasks to be
     /// claimed by their handlers (which then meet the same error, and leave the message pending).
-    async fn claim(&self, deliveries: Vec<Delivery>) -> Vec<Submit> {
+    ///
+    /// Only as many as there are free slots (`max`): a read may hand over more, and those wait for a slot in the
+    /// runner. A claim starts the task's lease, and nothing renews it before the handler runs, so a task claimed
+    /// here and kept waiting behind a throttled provider would be taken over by another submitter and created
+    /// twice (the long chaos run, 3,000 tasks, saw dozens). The rest are claimed by their handlers when they start.
+    async fn claim(&self, deliveries: Vec<Delivery>, max: usize) -> Vec<Submit> {
         let mut claims: Vec<Option<Result<Claim, StoreError>>> = deliveries.iter().map(|_| None).collect();
         let mut by_stream: std::collections::BTreeMap<&str, Vec<(usize, &str)>> = Default::default();
+        let mut claimed = 0;
         for (i, delivery) in deliveries.iter().enumerate() {
+            if claimed == max {
+                break;
+            }
             if consumer::poison(delivery, self.max_deliveries).is_some() {
                 continue;
             }
@@ -138,6 +147,7 @@ impl SubmitSource {
                     .entry(delivery.stream.as_str())
                     .or_default()
                     .push((i, task_id.as_str()));
+                claimed += 1;
             }
         }
         for tasks in by_stream.values() {
