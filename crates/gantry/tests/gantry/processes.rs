@@ -282,3 +282,32 @@ async fn a_deployed_gateway_refuses_a_short_admin_token_at_start() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitter_claims_no_more_than_it_can_start_so_no_task_is_created_twice() {
+    // Each submitter reads up to 20 messages but runs 2 creates at a time, each about 250 ms: a task claimed at
+    // read time and left waiting for a slot would outlive its 1 s lease, be taken over by the other submitter and
+    // be created twice while the first remote task still runs (3 s).
+    let cluster = Cluster::start_with(
+        &["sim", "gateway", "submitter", "submitter", "poller", "settlement"],
+        &[
+            ("GANTRY__SUBMITTER__CONCURRENCY", "2"),
+            ("GANTRY__SUBMITTER__READ_COUNT", "20"),
+            ("GANTRY__SUBMITTER__LEASE_MS", "1000"),
+            ("GANTRY__SIM__TASK_DURATION_MS", "3000"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let key = cluster.ready_tenant(&http, 1000).await;
+    cluster
+        .set_faults(&http, json!({"latency_ms_min": 200, "latency_ms_max": 300}))
+        .await;
+    let tasks: Vec<Value> = (0..30)
+        .map(|i| json!({"model": "veo3.1-fast", "prompt": format!("one create {i}"), "aspect_ratio": "16:9"}))
+        .collect();
+    let batch = cluster.run_batch(&http, &key, tasks).await;
+    assert_eq!(batch["request_counts"]["succeeded"], 30, "{batch}");
+    let stats = cluster.sim_stats(&http).await;
+    assert_eq!(stats["duplicate_live_creates"], 0, "{stats}");
+    assert_eq!(stats["creates"], 30, "one provider create per task: {stats}");
+}
