@@ -171,13 +171,20 @@ impl Consumer {
 
     /// The next messages: first any reclaimed from dead consumers, else new ones (waiting up to `block`).
     pub async fn next(&mut self) -> Result<Vec<Delivery>> {
+        self.next_at_most(usize::MAX).await
+    }
+
+    /// Like [`Consumer::next`], reading at most `max` new messages where one read covers every stream (the stream
+    /// readers of a cluster read ahead, and reclaims come in `count`s: those can hand over more).
+    async fn next_at_most(&mut self, max: usize) -> Result<Vec<Delivery>> {
         let claimed = self.reclaim().await?;
         if !claimed.is_empty() {
             return Ok(claimed);
         }
         let deliveries = match &mut self.reader {
             Reader::AllStreams => {
-                let options = read_options(&self.group, &self.name, self.options.count, self.options.block);
+                let count = self.options.count.min(max).max(1);
+                let options = read_options(&self.group, &self.name, count, self.options.block);
                 let ids = vec![">"; self.streams.len()];
                 let reply: Option<StreamReadReply> =
                     self.conn.xread_options(&self.streams, &ids, &options).await?;
@@ -217,13 +224,14 @@ impl Consumer {
     /// so a worker outlives outages; `None` once `shutdown` is cancelled.
     pub async fn next_until(
         &mut self,
+        max: usize,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Option<Vec<Delivery>> {
         loop {
             if shutdown.is_cancelled() {
                 return None;
             }
-            match self.next().await {
+            match self.next_at_most(max).await {
                 Ok(deliveries) => return Some(deliveries),
                 Err(e) => {
                     tracing::error!(group = %self.group, error = %e, "reading streams failed; retrying");
@@ -378,13 +386,13 @@ impl StreamReader {
 impl crate::service::Source for Consumer {
     type Item = Delivery;
 
-    /// A read's worth of messages (`count` of the options, whatever `max` is: the runner holds the rest until
-    /// slots free up).
+    /// A read's worth of messages: at most `max` (the free slots) where one read covers every stream; a cluster's
+    /// stream readers and reclaims may hand over more, which the runner holds until slots free up.
     async fn next(
         &mut self,
-        _max: usize,
+        max: usize,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Option<Vec<Delivery>> {
-        self.next_until(shutdown).await
+        self.next_until(max, shutdown).await
     }
 }
