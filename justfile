@@ -69,7 +69,7 @@ bench-polling:
 chaos:
     for seed in 1 2 3 4 5; do \
       GANTRY_CHAOS_SEED=$seed GANTRY_CHAOS_TASKS=3000 GANTRY_CHAOS_SECONDS=40 \
-        cargo test -q -p gantry --test gantry chaos:: -- --nocapture 2>&1 | grep -E '^chaos:|panicked|test result'; \
+        cargo test -q -p gantry --test gantry chaos:: -- --nocapture 2>&1 | grep -E '^chaos |panicked|test result'; \
     done
 
 # Contract fuzzing: schemathesis (PyPI, in a venv under $CARGO_TARGET_DIR) against proto-docs/openapi.yaml on a live
