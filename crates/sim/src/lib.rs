@@ -176,7 +176,7 @@ async fn serve(sim: Arc<Sim>, listener: TcpListener, shutdown: CancellationToken
 }
 
 /// A connection that tells hyper and h2 it has no vectored writes. With vectored writes, h2 sends every DATA frame
-/// over 256 bytes (a finished task's status answer) in a `writev` of its own; without, it copies frames of up to
+/// of 256 bytes or more (a finished task's status answer) in a `writev` of its own; without, it copies frames of up to
 /// 1 KB into its write buffer, so a burst of answers leaves in one write. On loopback each write costs the sender
 /// the receiver's TCP path too.
 struct Unvectored(TcpStream);

@@ -211,8 +211,6 @@ async fn soak(
     Ok(())
 }
 
-/// What Redis holds: `MEMORY STATS` overheads and the biggest keys by exact `MEMORY USAGE` (grouped by their name
-/// with ids taken out), to tell a leak from what is kept by design.
 /// `used_memory` as it is, then after `SLOWLOG RESET`.
 async fn used_memory_without_slowlog(probe: &mut Probe) -> anyhow::Result<(f64, f64)> {
     let before = probe.info("memory").await?.get("used_memory");
@@ -224,6 +222,8 @@ async fn used_memory_without_slowlog(probe: &mut Probe) -> anyhow::Result<(f64, 
     Ok((before, after))
 }
 
+/// What Redis holds: `MEMORY STATS` overheads and the biggest keys by exact `MEMORY USAGE` (grouped by their name
+/// with ids taken out), to tell a leak from what is kept by design.
 async fn print_leftovers(probe: &mut Probe) -> anyhow::Result<()> {
     let stats: Vec<redis::Value> = redis::cmd("MEMORY")
         .arg("STATS")
