@@ -12,7 +12,7 @@ demo:
     cargo build -q -p gantry
     RUST_LOG="${RUST_LOG:-warn}" "$CARGO_TARGET_DIR/debug/gantry" demo
 
-# The whole test suite (needs redis-server and prometheus on PATH; tests start their own on free ports).
+# The whole test suite (needs redis-server, prometheus and openssl on PATH; tests start their own servers on free ports).
 test:
     cargo test --workspace --no-fail-fast
 

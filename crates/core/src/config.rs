@@ -1,7 +1,11 @@
 //! Gantry's configuration: one typed struct, loaded in layers (built-in defaults, an optional file, then
 //! `GANTRY__SECTION__KEY` environment variables) and validated once at start-up.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use crate::domain::{Model, ProviderName};
 use secrecy::{ExposeSecret, SecretString};
@@ -75,6 +79,16 @@ pub struct RedisConfig {
     pub mode: RedisMode,
     pub key_prefix: String,
     pub partitions: u32,
+    /// TLS (`rediss://` URLs only): a PEM file of the CA that signed the servers' certificates. Unset: the system's
+    /// roots and Mozilla's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS: a PEM client certificate for servers that ask for one (`tls-auth-clients yes`, Redis's default);
+    /// `tls_key_file` holds its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// How Gantry talks to Redis.
@@ -94,6 +108,34 @@ impl RedisConfig {
         self.url
             .as_ref()
             .map_or_else(Vec::new, |url| split_urls(url.expose()))
+    }
+
+    /// The CA and client certificate of `redis.tls_*_file`, read now; `None` when none is set (a `rediss://` URL
+    /// then trusts the system's roots and Mozilla's, and sends no client certificate).
+    pub fn tls_certificates(&self) -> Result<Option<redis::TlsCertificates>, ConfigError> {
+        fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+            std::fs::read(path).map_err(|error| ConfigError::Invalid {
+                key,
+                message: format!("cannot read {}: {error}", path.display()),
+            })
+        }
+        let root_cert = match &self.tls_ca_file {
+            Some(path) => Some(read("redis.tls_ca_file", path)?),
+            None => None,
+        };
+        let client_tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read("redis.tls_cert_file", cert)?,
+                client_key: read("redis.tls_key_file", key)?,
+            }),
+            _ => None,
+        };
+        Ok(
+            (root_cert.is_some() || client_tls.is_some()).then_some(redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            }),
+        )
     }
 }
 
@@ -440,12 +482,25 @@ impl Config {
                     "must start with redis:// or rediss:// (each URL, in cluster mode)",
                 );
             }
+            let tls_files = self.redis.tls_ca_file.is_some() || self.redis.tls_cert_file.is_some();
+            if tls_files && urls.iter().any(|u| !u.starts_with("rediss://")) {
+                return invalid(
+                    "redis.url",
+                    "must use rediss:// (each URL, in cluster mode) when redis.tls_ca_file or redis.tls_cert_file is set",
+                );
+            }
             if self.redis.mode == RedisMode::Standalone && urls.len() > 1 {
                 return invalid(
                     "redis.url",
                     "holds several URLs: a list of seed nodes needs redis.mode = \"cluster\" (GANTRY__REDIS__MODE)",
                 );
             }
+        }
+        if self.redis.tls_cert_file.is_some() != self.redis.tls_key_file.is_some() {
+            return invalid(
+                "redis.tls_cert_file",
+                "and redis.tls_key_file go together: set both (a client certificate and its key) or neither",
+            );
         }
         if self.gateway.max_tasks_per_batch == 0 {
             return invalid("gateway.max_tasks_per_batch", "must be at least 1");

@@ -27,7 +27,10 @@ impl Store {
     pub async fn from_config(config: &Config) -> Result<Self, StartError> {
         let url = config.redis.url.as_ref().ok_or(StartError::NoRedisUrl)?;
         let redis = &config.redis;
-        Ok(Self::connect_to(redis.mode, url.expose(), &redis.key_prefix, redis.partitions).await?)
+        let tls = redis
+            .tls_certificates()
+            .map_err(|error| StartError::RedisTls(error.to_string()))?;
+        Ok(Self::connect_tls(redis.mode, url.expose(), tls, &redis.key_prefix, redis.partitions).await?)
     }
 
     /// Like [`Store::from_config`], but while Redis is unreachable it keeps trying (with a growing pause, logged),
@@ -63,6 +66,8 @@ pub enum StartError {
     NoRedisUrl,
     #[error("cannot reach Redis: {0}")]
     Redis(#[from] StoreError),
+    #[error("{0}")]
+    RedisTls(String),
     #[error("cannot build the provider client: {0}")]
     Provider(String),
 }

@@ -14,6 +14,8 @@ use crate::{free_port, ping, spawn};
 /// One node of a [`RedisCluster`].
 struct Node {
     port: u16,
+    /// Its TLS port, in a cluster started with [`RedisCluster::start_tls`].
+    tls_port: Option<u16>,
     dir: PathBuf,
     child: Child,
 }
@@ -22,6 +24,8 @@ struct Node {
 pub struct RedisCluster {
     nodes: Vec<Node>,
     args: Vec<String>,
+    /// With TLS: the certificate arguments of every node (each also gets a `--tls-port` of its own).
+    tls: Option<Vec<String>>,
     root: PathBuf,
 }
 
@@ -39,10 +43,32 @@ impl RedisCluster {
 
     /// Like [`RedisCluster::start`] with extra `--name value` arguments for every node.
     pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_on(extra, None)
+    }
+
+    /// A cluster whose nodes also listen for TLS, each on a port of its own ([`RedisCluster::tls_urls`]), with
+    /// `certs`' server certificate, asking TLS clients for a certificate signed by `certs`' CA. The nodes talk to
+    /// each other over TLS too (`tls-cluster yes`), so each tells a TLS client the other nodes' TLS ports.
+    pub fn start_tls(certs: &crate::TestCerts) -> anyhow::Result<Self> {
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        let tls = vec![
+            "--tls-cert-file".to_owned(),
+            path(certs.server_cert()),
+            "--tls-key-file".to_owned(),
+            path(certs.server_key()),
+            "--tls-ca-cert-file".to_owned(),
+            path(certs.ca()),
+            "--tls-cluster".to_owned(),
+            "yes".to_owned(),
+        ];
+        Self::start_on(&[], Some(tls))
+    }
+
+    fn start_on(extra: &[&str], tls: Option<Vec<String>>) -> anyhow::Result<Self> {
         let mut last_error = None;
         // A port picked free can be taken before redis binds it (or its cluster bus port, +10000): try again.
         for _ in 0..3 {
-            match Self::try_start(extra) {
+            match Self::try_start(extra, tls.clone()) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) => last_error = Some(e),
             }
@@ -50,7 +76,7 @@ impl RedisCluster {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the redis cluster did not start")))
     }
 
-    fn try_start(extra: &[&str]) -> anyhow::Result<Self> {
+    fn try_start(extra: &[&str], tls: Option<Vec<String>>) -> anyhow::Result<Self> {
         let root = std::env::temp_dir().join(format!(
             "gantry-redis-cluster-{}-{}",
             std::process::id(),
@@ -64,14 +90,24 @@ impl RedisCluster {
         let mut cluster = Self {
             nodes: Vec::new(),
             args,
+            tls,
             root,
         };
         for _ in 0..3 {
             let port = cluster_port()?;
+            let tls_port = match cluster.tls {
+                Some(_) => Some(free_port()?),
+                None => None,
+            };
             let dir = cluster.root.join(port.to_string());
             std::fs::create_dir_all(&dir).context("creating a cluster node's directory")?;
-            let child = spawn(port, &dir, &cluster.node_args(&dir))?;
-            cluster.nodes.push(Node { port, dir, child });
+            let child = spawn(port, &dir, &cluster.node_args(&dir, tls_port))?;
+            cluster.nodes.push(Node {
+                port,
+                tls_port,
+                dir,
+                child,
+            });
         }
         for i in 0..cluster.nodes.len() {
             cluster.wait_answers(i, Duration::from_secs(10))?;
@@ -100,10 +136,15 @@ impl RedisCluster {
         Ok(cluster)
     }
 
-    fn node_args(&self, dir: &std::path::Path) -> Vec<String> {
+    fn node_args(&self, dir: &std::path::Path, tls_port: Option<u16>) -> Vec<String> {
         let mut args = self.args.clone();
         args.push("--cluster-config-file".into());
         args.push(dir.join("nodes.conf").to_string_lossy().into_owned());
+        if let (Some(tls), Some(port)) = (&self.tls, tls_port) {
+            args.extend(tls.iter().cloned());
+            args.push("--tls-port".into());
+            args.push(port.to_string());
+        }
         args
     }
 
@@ -155,6 +196,17 @@ impl RedisCluster {
             .join(",")
     }
 
+    /// The seed-node list over TLS, for a cluster started with [`RedisCluster::start_tls`]:
+    /// `rediss://127.0.0.1:<TLS port>,...`.
+    pub fn tls_urls(&self) -> Option<String> {
+        let urls: Option<Vec<String>> = self
+            .nodes
+            .iter()
+            .map(|n| n.tls_port.map(|port| format!("rediss://127.0.0.1:{port}")))
+            .collect();
+        urls.map(|urls| urls.join(","))
+    }
+
     /// The nodes' ports.
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|n| n.port).collect()
@@ -171,7 +223,7 @@ impl RedisCluster {
     /// and waits until the cluster is ok again.
     pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(i);
-        let args = self.node_args(&self.nodes[i].dir);
+        let args = self.node_args(&self.nodes[i].dir, self.nodes[i].tls_port);
         let node = &mut self.nodes[i];
         node.child = spawn(node.port, &node.dir, &args)?;
         self.wait_answers(i, Duration::from_secs(30))?;

@@ -2,8 +2,10 @@
 //! private three-master Redis Cluster, and waiting on a condition with a deadline instead of sleeping.
 
 mod cluster;
+mod tls;
 
 pub use cluster::RedisCluster;
+pub use tls::TestCerts;
 
 use std::{
     future::Future,
@@ -21,6 +23,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     args: Vec<String>,
+    /// The port that speaks TLS only, when started with [`RedisServer::start_tls`].
+    tls_port: Option<u16>,
 }
 
 impl RedisServer {
@@ -43,6 +47,7 @@ impl RedisServer {
                 port,
                 dir,
                 args,
+                tls_port: None,
             };
             match server.wait_ready(Duration::from_secs(10)) {
                 Ok(()) => return Ok(server),
@@ -51,6 +56,39 @@ impl RedisServer {
             let _ = server.child.kill();
         }
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
+    }
+
+    /// A server that also listens for TLS on a port of its own ([`RedisServer::tls_url`]), with `certs`' server
+    /// certificate, and asks TLS clients for a certificate signed by `certs`' CA (Redis's default).
+    pub fn start_tls(certs: &TestCerts) -> anyhow::Result<Self> {
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        let (cert, key, ca) = (
+            path(certs.server_cert()),
+            path(certs.server_key()),
+            path(certs.ca()),
+        );
+        let mut last_error = None;
+        for _ in 0..5 {
+            let tls_port = free_port()?.to_string();
+            let args = [
+                "--tls-port",
+                &tls_port,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+            ];
+            match Self::start_with(&args) {
+                Ok(mut server) => {
+                    server.tls_port = Some(tls_port.parse()?);
+                    return Ok(server);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start with TLS")))
     }
 
     /// A server that persists every write (`appendonly yes`, `appendfsync always`), for crash tests.
@@ -94,6 +132,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `rediss://127.0.0.1:<TLS port>`, for a server started with [`RedisServer::start_tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port.map(|port| format!("rediss://127.0.0.1:{port}"))
     }
 }
 
@@ -144,7 +187,6 @@ pub(crate) fn ping(port: u16) -> bool {
     stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
-/// A loopback port nothing listens on right now.
 /// The calls per command in the text of `INFO commandstats` (or a whole `INFO`), by command name (`evalsha`,
 /// `hset`, `client|list`, ...). Redis 7 counts every `redis.call` a script makes as well.
 pub fn command_calls(info: &str) -> std::collections::BTreeMap<String, u64> {
@@ -161,6 +203,7 @@ pub fn command_calls(info: &str) -> std::collections::BTreeMap<String, u64> {
         .collect()
 }
 
+/// A loopback port nothing listens on right now.
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
     Ok(listener.local_addr()?.port())

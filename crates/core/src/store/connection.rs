@@ -22,7 +22,7 @@ use redis::{
     cluster_async::ClusterConnection,
     cluster_routing::Slot,
     io::tcp::TcpSettings,
-    Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value,
+    Cmd, IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates, Value,
 };
 
 use crate::config::RedisMode;
@@ -42,8 +42,9 @@ fn count(n: u64) {
 #[derive(Clone)]
 pub(crate) enum Backend {
     Single(redis::Client),
-    /// The seed nodes: each connection gets a client with its own timeouts.
-    Cluster(Vec<String>),
+    /// The seed nodes (and the TLS files' certificates, if any): each connection gets a client with its own
+    /// timeouts.
+    Cluster(Vec<String>, Option<TlsCertificates>),
 }
 
 /// What a cluster request may take beyond one reply's timeout: redirections, reconnections and retries while a
@@ -51,22 +52,32 @@ pub(crate) enum Backend {
 const CLUSTER_RETRY_ALLOWANCE: Duration = Duration::from_secs(10);
 
 impl Backend {
-    /// A backend of `mode` at `urls` (one URL, or a comma-separated list of seed nodes in cluster mode).
-    pub(crate) fn open(mode: RedisMode, urls: &str) -> redis::RedisResult<Self> {
+    /// A backend of `mode` at `urls` (one URL, or a comma-separated list of seed nodes in cluster mode). `tls`
+    /// (for `rediss://` URLs) replaces the trusted roots with its CA and sends its client certificate.
+    pub(crate) fn open(
+        mode: RedisMode,
+        urls: &str,
+        tls: Option<TlsCertificates>,
+    ) -> redis::RedisResult<Self> {
         Ok(match mode {
-            RedisMode::Standalone => Self::Single(redis::Client::open(
-                urls.trim()
+            RedisMode::Standalone => {
+                let info = urls
+                    .trim()
                     .into_connection_info()?
-                    .set_tcp_settings(tcp_settings()),
-            )?),
+                    .set_tcp_settings(tcp_settings());
+                Self::Single(match tls {
+                    Some(certificates) => redis::Client::build_with_tls(info, certificates)?,
+                    None => redis::Client::open(info)?,
+                })
+            }
             RedisMode::Cluster => {
                 let urls: Vec<String> = crate::config::split_urls(urls)
                     .into_iter()
                     .map(str::to_owned)
                     .collect();
                 // Checks the URLs now rather than at the first connection.
-                cluster_client(&urls, Duration::from_secs(5))?;
-                Self::Cluster(urls)
+                cluster_client(&urls, tls.as_ref(), Duration::from_secs(5))?;
+                Self::Cluster(urls, tls)
             }
         })
     }
@@ -74,7 +85,7 @@ impl Backend {
     pub(crate) fn mode(&self) -> RedisMode {
         match self {
             Self::Single(_) => RedisMode::Standalone,
-            Self::Cluster(_) => RedisMode::Cluster,
+            Self::Cluster(..) => RedisMode::Cluster,
         }
     }
 
@@ -88,8 +99,8 @@ impl Backend {
                     .set_max_delay(Duration::from_secs(2));
                 Connection::Single(ConnectionManager::new_with_config(client.clone(), config).await?)
             }
-            Self::Cluster(urls) => Connection::Cluster {
-                conn: cluster_client(urls, response_timeout)?
+            Self::Cluster(urls, tls) => Connection::Cluster {
+                conn: cluster_client(urls, tls.as_ref(), response_timeout)?
                     .get_async_connection()
                     .await?,
                 limit: response_timeout + CLUSTER_RETRY_ALLOWANCE + Duration::from_secs(1),
@@ -98,9 +109,18 @@ impl Backend {
     }
 }
 
-/// A cluster client whose requests wait up to `response_timeout` per attempt, and are bounded overall.
-fn cluster_client(urls: &[String], response_timeout: Duration) -> redis::RedisResult<ClusterClient> {
-    ClusterClient::builder(urls.iter().map(String::as_str))
+/// A cluster client whose requests wait up to `response_timeout` per attempt, and are bounded overall. Its nodes
+/// speak TLS when the seed URLs are `rediss://`, with `tls`'s CA and client certificate if given.
+fn cluster_client(
+    urls: &[String],
+    tls: Option<&TlsCertificates>,
+    response_timeout: Duration,
+) -> redis::RedisResult<ClusterClient> {
+    let mut builder = ClusterClient::builder(urls.iter().map(String::as_str));
+    if let Some(certificates) = tls {
+        builder = builder.certs(certificates.clone());
+    }
+    builder
         // Ride out a failover or a node restart for a few seconds; callers retry beyond that.
         .retries(6)
         .min_retry_wait(100)
@@ -133,7 +153,18 @@ pub enum Connection {
 impl Connection {
     /// A connection of its own to the Redis of `mode` at `urls` (tests and tools that look behind the store).
     pub async fn open(mode: RedisMode, urls: &str) -> redis::RedisResult<Self> {
-        Backend::open(mode, urls)?.connect(Duration::from_secs(5)).await
+        Self::open_tls(mode, urls, None).await
+    }
+
+    /// Like [`Connection::open`], with a CA and/or client certificate for `rediss://` URLs.
+    pub async fn open_tls(
+        mode: RedisMode,
+        urls: &str,
+        tls: Option<TlsCertificates>,
+    ) -> redis::RedisResult<Self> {
+        Backend::open(mode, urls, tls)?
+            .connect(Duration::from_secs(5))
+            .await
     }
 }
 

@@ -91,7 +91,18 @@ impl Store {
 
     /// Connects to Redis in `mode`: `urls` is one server's URL, or a Redis Cluster's seed nodes (comma-separated).
     pub async fn connect_to(mode: RedisMode, urls: &str, prefix: &str, partitions: u32) -> Result<Self> {
-        let backend = connection::Backend::open(mode, urls)?;
+        Self::connect_tls(mode, urls, None, prefix, partitions).await
+    }
+
+    /// Like [`Store::connect_to`], for `rediss://` URLs with a CA of their own and/or a client certificate.
+    pub async fn connect_tls(
+        mode: RedisMode,
+        urls: &str,
+        tls: Option<redis::TlsCertificates>,
+        prefix: &str,
+        partitions: u32,
+    ) -> Result<Self> {
+        let backend = connection::Backend::open(mode, urls, tls)?;
         let conn = backend.connect(RESPONSE_TIMEOUT).await?;
         Ok(Self {
             backend,

@@ -18,3 +18,4 @@ mod processes;
 mod provider;
 mod recovery;
 mod retention;
+mod tls;

@@ -11,7 +11,7 @@ use gantry_core::{
     store::Connection,
     Config, Store,
 };
-use gantry_testkit::{wait_for, RedisCluster, RedisServer};
+use gantry_testkit::{wait_for, RedisCluster, RedisServer, TestCerts};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -158,6 +158,22 @@ impl TestApp {
             config.redis.mode = redis.mode();
         }
         tweak(&mut config);
+        Self::start_stack(config, redis).await
+    }
+
+    /// A stack whose services reach `redis` over TLS only: at `tls_urls` (its `rediss://` ports), with `certs`'
+    /// CA and client certificate.
+    pub async fn on_tls(redis: TestRedis, tls_urls: String, certs: &TestCerts) -> Self {
+        let mut config = test_config();
+        config.redis.url = Some(Secret::new(tls_urls));
+        config.redis.mode = redis.mode();
+        config.redis.tls_ca_file = Some(certs.ca());
+        config.redis.tls_cert_file = Some(certs.client_cert());
+        config.redis.tls_key_file = Some(certs.client_key());
+        Self::start_stack(config, Some(redis)).await
+    }
+
+    async fn start_stack(config: Config, redis: Option<TestRedis>) -> Self {
         let stack = DevStack::start(config).await.unwrap();
         let (base, admin_base) = (stack.gateway_url(), stack.admin_url());
         let app = Self {
@@ -202,18 +218,15 @@ impl TestApp {
     /// A connection to the stack's Redis, whichever the backend.
     pub async fn connection(&self) -> Connection {
         let redis = &self.stack.config.redis;
-        Connection::open(redis.mode, redis.url.as_ref().unwrap().expose())
+        let tls = redis.tls_certificates().unwrap();
+        Connection::open_tls(redis.mode, redis.url.as_ref().unwrap().expose(), tls)
             .await
             .unwrap()
     }
 
     /// A store on the stack's Redis, to look behind the API.
     pub async fn store(&self) -> Store {
-        let redis = &self.stack.config.redis;
-        let url = redis.url.as_ref().unwrap().expose();
-        Store::connect_to(redis.mode, url, &redis.key_prefix, redis.partitions)
-            .await
-            .unwrap()
+        Store::from_config(&self.stack.config).await.unwrap()
     }
 
     /// Checks every tenant's books (what `gantry admin verify-ledger` does): panics on any violation.
