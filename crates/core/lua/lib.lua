@@ -5,7 +5,7 @@
 -- Appends an event (`data`, a JSON text) for the live progress stream of one batch (SSE), capped to the newest
 -- entries.
 local function emit(events_key, event_type, data)
-  redis.call('XADD', events_key, 'MAXLEN', '~', 2000, '*', 'type', event_type, 'data', data)
+  redis.call('XADD', events_key, 'MAXLEN', '~', '2000', '*', 'type', event_type, 'data', data)
 end
 
 -- A whole number as JSON: a number made in Lua is printed as an integer (never through Lua's float format), a

@@ -68,6 +68,11 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Ordered> {
     let tenants = workload::create_tenants(&http, &stack.admin, &stack.admin_token, credits).await?;
     let mut probe = Probe::connect(&stack.redis.url(), stack.keys.clone()).await?;
     wait_for_groups(&mut probe, &stack).await?;
+    // The request bodies are made up front, as the peer's producer has its jobs' data at hand: the measured
+    // interval is the system's work, not the load generator's JSON.
+    let bodies = (0..b)
+        .map(|b| serde_json::to_vec(&workload::batch_body(b, k)))
+        .collect::<Result<Vec<_>, _>>()?;
 
     // ---- the measured interval -------------------------------------------------------------------------------
     let rt_before = stack.round_trips(&http).await;
@@ -84,7 +89,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Ordered> {
         accepted_count.clone(),
         submitting.clone(),
     ));
-    let submitted = submit_all(&http, &stack.gateway, &tenants, options, &accepted_count).await;
+    let submitted = submit_all(&http, &stack.gateway, &tenants, options, bodies, &accepted_count).await;
     submitting.store(false, Ordering::SeqCst);
     let accepted = match submitted {
         Ok(accepted) => accepted,
@@ -245,17 +250,18 @@ pub async fn wait_for_groups(probe: &mut Probe, stack: &Stack) -> anyhow::Result
     Ok(())
 }
 
-/// Submits every batch, `inflight` requests at a time; batch `b` goes to tenant `b % 16`.
+/// Submits every batch of `bodies` (batch `b` is `bodies[b]`), `inflight` requests at a time; batch `b` goes to
+/// tenant `b % 16`.
 pub async fn submit_all(
     http: &reqwest::Client,
     gateway: &str,
     tenants: &[workload::Tenant],
     options: &RunOptions,
+    bodies: Vec<Vec<u8>>,
     accepted: &AtomicUsize,
 ) -> anyhow::Result<Vec<Accepted>> {
-    futures::stream::iter(0..options.b)
-        .map(|b| async move {
-            let body = serde_json::to_vec(&workload::batch_body(b, options.k))?;
+    futures::stream::iter(bodies.into_iter().enumerate())
+        .map(|(b, body)| async move {
             let batch = workload::submit(http, gateway, &tenants[b % TENANTS], b, body).await?;
             accepted.fetch_add(1, Ordering::SeqCst);
             anyhow::Ok(batch)
