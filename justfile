@@ -12,12 +12,17 @@ demo:
     cargo build -q -p gantry
     RUST_LOG="${RUST_LOG:-warn}" "$CARGO_TARGET_DIR/debug/gantry" demo
 
-# The whole test suite (needs redis-server, prometheus and openssl on PATH; tests start their own servers on free ports).
+# Needs redis-server, prometheus and openssl on PATH; tests start their own servers on free ports. The second pass runs
+# the end-to-end tests on a private three-master Redis Cluster, leaving out the modules that pick their own Redis and
+# the chaos and trace checks (`cluster::` runs those on a cluster already).
+# The whole test suite: every crate's tests, then the end-to-end tests again on a Redis Cluster.
 test:
     cargo test --workspace --no-fail-fast
+    GANTRY_TEST_BACKEND=cluster cargo test -p gantry --test gantry --no-fail-fast -- --skip chaos:: --skip cluster:: --skip tls:: --skip observe::
 
-# Observability check: services as processes export one trace per task over OTLP; a real Prometheus scrapes them
-# and evaluates every dashboard and alert query (needs `prometheus` on PATH: apt-get install prometheus).
+# Services as processes export one trace per task over OTLP; a real Prometheus scrapes them and evaluates every
+# dashboard and alert query (needs `prometheus` on PATH: apt-get install prometheus).
+# Observability check: traces across the services, every dashboard and alert query on a real Prometheus.
 observe-check:
     cargo test -p gantry --test gantry observe:: -- --nocapture
 
@@ -72,8 +77,9 @@ chaos:
         cargo test -q -p gantry --test gantry chaos:: -- --nocapture 2>&1 | grep -E '^chaos |panicked|test result'; \
     done
 
-# Contract fuzzing: schemathesis (PyPI, in a venv under $CARGO_TARGET_DIR) against proto-docs/openapi.yaml on a live
-# local stack with a tenant key: every answer must be documented and conform, and none may be a 5xx.
+# Schemathesis (PyPI, in a venv under $CARGO_TARGET_DIR) against proto-docs/openapi.yaml on a live local stack with a
+# tenant key: every answer must be documented and conform, and none may be a 5xx.
+# Contract fuzzing of the public API: every answer documented and conforming, no 5xx.
 fuzz examples="25":
     #!/usr/bin/env bash
     set -euo pipefail

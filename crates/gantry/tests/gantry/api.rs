@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use gantry_core::store::Connection;
 use gantry_testkit::wait_for;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -564,7 +565,7 @@ async fn admin_amounts_stay_exact_or_are_refused_never_500() {
 }
 
 /// How many times Redis has run `command` so far.
-async fn command_calls(redis: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+async fn command_calls(redis: &mut Connection, command: &str) -> u64 {
     crate::common::command_calls(redis)
         .await
         .get(command)
@@ -766,17 +767,18 @@ async fn the_admin_api_and_metrics_listen_apart_from_the_public_api() {
     assert_eq!(get(format!("{}/healthz", app.admin_base)).await, StatusCode::OK);
 }
 
-/// Redis's `connected_clients`.
-async fn connected_clients(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("clients")
-        .query_async(redis)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("connected_clients:"))
-        .map(|n| n.trim().parse().unwrap())
-        .unwrap()
+/// Redis's `connected_clients`, summed over a cluster's nodes.
+async fn connected_clients(redis: &mut Connection) -> u64 {
+    let sections = crate::common::info_sections(redis, "clients").await;
+    sections
+        .iter()
+        .map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("connected_clients:"))
+                .map(|n| n.trim().parse::<u64>().unwrap())
+                .unwrap()
+        })
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! End-to-end: batches travel gateway → submitter → poller → settlement over a real Redis and the simulator.
 
+use gantry_core::store::Connection;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -143,7 +144,7 @@ pub(crate) async fn failing_chain(backend: Backend) -> TestApp {
 /// Every key with its type and size, to compare Redis before and after a rejected request. The tenant's
 /// rate-limit counter and its keys' last use are left out: they account for every request, rejected ones too, by
 /// design.
-async fn snapshot(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(String, String, i64)> {
+async fn snapshot(conn: &mut Connection) -> Vec<(String, String, i64)> {
     let mut keys: Vec<String> = conn.keys("*").await.unwrap();
     keys.retain(|k| !k.ends_with(":rate") && !k.ends_with(":keys_used"));
     keys.sort();
@@ -225,16 +226,15 @@ async fn a_settle_message_delivered_twice_settles_once() {
     .await
     .unwrap();
 
-    let ledger: Vec<Value> =
-        gantry_core::Store::connect(app.stack.config.redis.url.as_ref().unwrap().expose(), "gantry", 8)
-            .await
-            .unwrap()
-            .ledger(&tenant)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| json!([e.kind, e.amount]))
-            .collect();
+    let ledger: Vec<Value> = app
+        .store()
+        .await
+        .ledger(&tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| json!([e.kind, e.amount]))
+        .collect();
     assert_eq!(
         ledger,
         [

@@ -55,13 +55,7 @@ fn replayed(headers: &HeaderMap) -> bool {
 
 async fn store(app: &TestApp) -> Store {
     let config = &app.stack.config;
-    Store::connect(
-        config.redis.url.as_ref().unwrap().expose(),
-        &config.redis.key_prefix,
-        config.redis.partitions,
-    )
-    .await
-    .unwrap()
+    Store::from_config(config).await.unwrap()
 }
 
 /// The caller's (balance, frozen).

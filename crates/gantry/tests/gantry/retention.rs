@@ -59,13 +59,7 @@ async fn a_settled_batch_expires_after_its_retention_and_the_ledger_still_verifi
     assert_eq!(list["data"], json!([]), "an expired batch is not listed: {list}");
 
     // Nothing of the batch is left in Redis but its ledger entries.
-    let store = Store::connect(
-        app.stack.config.redis.url.as_ref().unwrap().expose(),
-        "gantry",
-        app.stack.config.redis.partitions,
-    )
-    .await
-    .unwrap();
+    let store = app.store().await;
     let keys = store.keys().clone();
     let p = keys.partition_of(&gone);
     let mut conn = app.redis().await;
@@ -107,13 +101,7 @@ async fn only_settled_batches_expire_and_only_once_their_retention_is_over() {
     let running = app
         .submit(&key, &json!({"tasks": [veo("slow [sim:never]")]}))
         .await;
-    let store = Store::connect(
-        app.stack.config.redis.url.as_ref().unwrap().expose(),
-        "gantry",
-        app.stack.config.redis.partitions,
-    )
-    .await
-    .unwrap();
+    let store = app.store().await;
     let week = 604_800_000;
     let now = gantry_core::model::now_ms();
     assert_eq!(

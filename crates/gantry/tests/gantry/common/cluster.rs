@@ -2,7 +2,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use gantry_testkit::{free_port, wait_for, RedisServer};
+use gantry_testkit::{free_port, wait_for};
 
 use super::TestRedis;
 use reqwest::StatusCode;
@@ -37,7 +37,7 @@ impl Cluster {
 
     /// Starts one process per entry of `services`, with `extra` environment on top of the defaults.
     pub fn start_with(services: &[&str], extra: &[(&str, &str)]) -> Self {
-        Self::start_on(RedisServer::start().unwrap(), services, extra)
+        Self::start_on(TestRedis::start(super::Backend::from_env()), services, extra)
     }
 
     /// Like [`Cluster::start_with`] on a Redis of the caller's (a server or a Redis Cluster).

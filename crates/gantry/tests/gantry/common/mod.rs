@@ -55,6 +55,17 @@ pub enum Backend {
     Cluster,
 }
 
+impl Backend {
+    /// The backend of the tests that do not name one: a Redis Cluster when `GANTRY_TEST_BACKEND=cluster` (`just
+    /// test` runs the suite a second time so), else one server.
+    pub fn from_env() -> Self {
+        match std::env::var("GANTRY_TEST_BACKEND").as_deref() {
+            Ok("cluster") => Self::Cluster,
+            _ => Self::Standalone,
+        }
+    }
+}
+
 /// A private Redis of one [`Backend`], stopped on drop.
 pub enum TestRedis {
     Server(RedisServer),
@@ -142,7 +153,7 @@ impl TestApp {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_on_with(Backend::Standalone, tweak).await
+        Self::start_on_with(Backend::from_env(), tweak).await
     }
 
     /// A stack on a Redis of `backend` (the stack's private redis-server when standalone).
@@ -158,6 +169,16 @@ impl TestApp {
             config.redis.mode = redis.mode();
         }
         tweak(&mut config);
+        // A test that points the stack at a Redis of its own (a standalone server) keeps it.
+        let redis = match redis {
+            Some(cluster)
+                if config.redis.url.as_ref().map(Secret::expose) != Some(cluster.url().as_str()) =>
+            {
+                config.redis.mode = RedisMode::Standalone;
+                None
+            }
+            redis => redis,
+        };
         Self::start_stack(config, redis).await
     }
 
@@ -240,14 +261,10 @@ impl TestApp {
         }
     }
 
-    /// A direct connection to the stack's (standalone) Redis, to look behind the API.
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        let url = self.stack.config.redis.url.as_ref().unwrap().expose().to_owned();
-        redis::Client::open(url)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+    /// A direct connection to the stack's Redis, to look behind the API (on a cluster, each command goes to the
+    /// node of its key's slot).
+    pub async fn redis(&self) -> Connection {
+        self.connection().await
     }
 
     /// Creates a tenant through the admin API; returns (tenant id, api key).
@@ -319,16 +336,32 @@ impl TestApp {
     }
 }
 
-/// The calls per command Redis has served so far (`INFO commandstats`).
+/// The calls per command Redis has served so far (`INFO commandstats`), summed over a cluster's nodes.
 pub async fn command_calls(
-    redis: &mut redis::aio::MultiplexedConnection,
+    redis: &mut (impl redis::aio::ConnectionLike + Send),
 ) -> std::collections::BTreeMap<String, u64> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(redis)
-        .await
-        .unwrap();
-    gantry_testkit::command_calls(&info)
+    let mut calls = std::collections::BTreeMap::new();
+    for info in info_sections(redis, "commandstats").await {
+        for (command, n) in gantry_testkit::command_calls(&info) {
+            *calls.entry(command).or_default() += n;
+        }
+    }
+    calls
+}
+
+/// `INFO section`: one text from a server, one per node from a cluster (the client asks every node).
+pub async fn info_sections(
+    redis: &mut (impl redis::aio::ConnectionLike + Send),
+    section: &str,
+) -> Vec<String> {
+    let reply: redis::Value = redis::cmd("INFO").arg(section).query_async(redis).await.unwrap();
+    match reply {
+        redis::Value::Map(nodes) => nodes
+            .into_iter()
+            .map(|(_, info)| redis::from_redis_value(info).unwrap())
+            .collect(),
+        one => vec![redis::from_redis_value(one).unwrap()],
+    }
 }
 
 pub fn veo(prompt: &str) -> Value {
