@@ -50,17 +50,8 @@ impl RedisCluster {
     /// `certs`' server certificate, asking TLS clients for a certificate signed by `certs`' CA. The nodes talk to
     /// each other over TLS too (`tls-cluster yes`), so each tells a TLS client the other nodes' TLS ports.
     pub fn start_tls(certs: &crate::TestCerts) -> anyhow::Result<Self> {
-        let path = |p: PathBuf| p.to_string_lossy().into_owned();
-        let tls = vec![
-            "--tls-cert-file".to_owned(),
-            path(certs.server_cert()),
-            "--tls-key-file".to_owned(),
-            path(certs.server_key()),
-            "--tls-ca-cert-file".to_owned(),
-            path(certs.ca()),
-            "--tls-cluster".to_owned(),
-            "yes".to_owned(),
-        ];
+        let mut tls = certs.redis_server_args();
+        tls.extend(["--tls-cluster".to_owned(), "yes".to_owned()]);
         Self::start_on(&[], Some(tls))
     }
 

@@ -61,28 +61,15 @@ impl RedisServer {
     /// A server that also listens for TLS on a port of its own ([`RedisServer::tls_url`]), with `certs`' server
     /// certificate, and asks TLS clients for a certificate signed by `certs`' CA (Redis's default).
     pub fn start_tls(certs: &TestCerts) -> anyhow::Result<Self> {
-        let path = |p: PathBuf| p.to_string_lossy().into_owned();
-        let (cert, key, ca) = (
-            path(certs.server_cert()),
-            path(certs.server_key()),
-            path(certs.ca()),
-        );
         let mut last_error = None;
         for _ in 0..5 {
-            let tls_port = free_port()?.to_string();
-            let args = [
-                "--tls-port",
-                &tls_port,
-                "--tls-cert-file",
-                &cert,
-                "--tls-key-file",
-                &key,
-                "--tls-ca-cert-file",
-                &ca,
-            ];
+            let tls_port = free_port()?;
+            let mut args = certs.redis_server_args();
+            args.extend(["--tls-port".to_owned(), tls_port.to_string()]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             match Self::start_with(&args) {
                 Ok(mut server) => {
-                    server.tls_port = Some(tls_port.parse()?);
+                    server.tls_port = Some(tls_port);
                     return Ok(server);
                 }
                 Err(e) => last_error = Some(e),

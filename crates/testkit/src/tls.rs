@@ -60,6 +60,20 @@ impl TestCerts {
         Ok(certs)
     }
 
+    /// The `redis-server` arguments that serve TLS with the server certificate and ask clients for a certificate
+    /// signed by the CA (the TLS port is the caller's to add).
+    pub fn redis_server_args(&self) -> Vec<String> {
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        vec![
+            "--tls-cert-file".to_owned(),
+            path(self.server_cert()),
+            "--tls-key-file".to_owned(),
+            path(self.server_key()),
+            "--tls-ca-cert-file".to_owned(),
+            path(self.ca()),
+        ]
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.crt")
     }
