@@ -442,7 +442,7 @@ async fn an_oversized_task_list_is_one_small_error_and_keeps_a_small_answer() {
     let problem: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(pointers(&problem), ["/tasks"]);
     // The answer kept for replay is as small as the one sent.
-    let mut redis = app.redis().await;
+    let mut redis = app.connection().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*idem*")
         .query_async(&mut redis)
@@ -539,7 +539,7 @@ async fn admin_amounts_stay_exact_or_are_refused_never_500() {
     assert_eq!(body["balance"], 1_000_000_000_000u64);
     assert_eq!(app.credits(&key).await["balance"], 1_000_000_000_000u64);
     // A tenant about to pass 2^53 - 1 credits granted in all is refused, and nothing changes.
-    let mut redis = app.redis().await;
+    let mut redis = app.connection().await;
     let tenant_key = gantry_core::keys::Keys::new("gantry", 1).tenant(&tenant);
     let _: () = redis::cmd("HSET")
         .arg(&tenant_key)
@@ -591,7 +591,7 @@ async fn a_ledger_filter_reads_the_batch_entries_not_the_whole_ledger() {
             .await;
         assert_eq!(status, StatusCode::OK);
     }
-    let mut redis = app.redis().await;
+    let mut redis = app.connection().await;
     let scans = command_calls(&mut redis, "xrevrange").await;
 
     let (status, page) = app
@@ -796,7 +796,7 @@ async fn event_streams_are_capped_per_tenant_and_cost_no_redis_connection_each()
     let mut first = open().await.unwrap();
     assert_eq!(first.status(), StatusCode::OK);
     assert!(first.chunk().await.unwrap().is_some(), "the first event");
-    let mut redis = app.redis().await;
+    let mut redis = app.connection().await;
     let before = connected_clients(&mut redis).await;
 
     let responses: Vec<reqwest::Response> = futures::future::join_all((1..500).map(|_| open()))

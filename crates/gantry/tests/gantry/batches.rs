@@ -167,7 +167,7 @@ async fn snapshot(conn: &mut Connection) -> Vec<(String, String, i64)> {
 async fn a_batch_over_the_balance_is_402_and_changes_nothing() {
     let app = TestApp::start().await;
     let (_, key) = app.tenant(30).await;
-    let mut conn = app.redis().await;
+    let mut conn = app.connection().await;
     let before = snapshot(&mut conn).await;
     let (status, problem) = app
         .post_batch(&key, &json!({"tasks": [veo("a"), veo("b"), veo("c"), veo("d")]}))
@@ -196,7 +196,7 @@ async fn a_settle_message_delivered_twice_settles_once() {
 
     let keys = gantry_core::keys::Keys::new("gantry", app.stack.config.redis.partitions);
     let stream = keys.settle_stream(keys.partition_of(&batch_id));
-    let mut conn = app.redis().await;
+    let mut conn = app.connection().await;
     let fields = gantry_core::messages::Message::SettleBatch {
         batch_id: batch_id.clone(),
         traceparent: None,

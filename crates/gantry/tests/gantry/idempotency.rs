@@ -279,7 +279,7 @@ async fn a_5xx_answer_is_not_kept_and_the_retry_runs_afresh() {
         app.stack.config.redis.partitions,
     )
     .tenant(&tenant);
-    let mut redis = app.redis().await;
+    let mut redis = app.connection().await;
     // A damaged balance makes the reservation script fail: a 500 after the request began.
     let _: () = redis::cmd("HSET")
         .arg(&tenant_key)

@@ -160,7 +160,7 @@ async fn every_message_type_delivered_twice_changes_nothing() {
 
     let keys = Keys::new("gantry", 8);
     let p = keys.partition_of(&batch_id);
-    let mut conn = app.redis().await;
+    let mut conn = app.connection().await;
     for index in 0..2 {
         let message = Message::SubmitTask {
             task_id: gantry_core::ids::task_id(&batch_id, index),

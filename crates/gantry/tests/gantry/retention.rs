@@ -62,7 +62,7 @@ async fn a_settled_batch_expires_after_its_retention_and_the_ledger_still_verifi
     let store = app.store().await;
     let keys = store.keys().clone();
     let p = keys.partition_of(&gone);
-    let mut conn = app.redis().await;
+    let mut conn = app.connection().await;
     let left: usize = conn
         .exists(&[
             keys.batch(&gone),

@@ -161,24 +161,16 @@ impl TestApp {
         Self::start_on_with(backend, |_| {}).await
     }
 
+    /// A stack on a Redis of `backend`, unless `tweak` names a Redis of its own (a test's own server).
     pub async fn start_on_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config();
-        let redis = (backend == Backend::Cluster).then(|| TestRedis::start(backend));
+        tweak(&mut config);
+        let redis =
+            (backend == Backend::Cluster && config.redis.url.is_none()).then(|| TestRedis::start(backend));
         if let Some(redis) = &redis {
             config.redis.url = Some(Secret::new(redis.url()));
             config.redis.mode = redis.mode();
         }
-        tweak(&mut config);
-        // A test that points the stack at a Redis of its own (a standalone server) keeps it.
-        let redis = match redis {
-            Some(cluster)
-                if config.redis.url.as_ref().map(Secret::expose) != Some(cluster.url().as_str()) =>
-            {
-                config.redis.mode = RedisMode::Standalone;
-                None
-            }
-            redis => redis,
-        };
         Self::start_stack(config, redis).await
     }
 
@@ -236,7 +228,8 @@ impl TestApp {
         .unwrap();
     }
 
-    /// A connection to the stack's Redis, whichever the backend.
+    /// A connection to the stack's Redis, whichever the backend (on a cluster, each command goes to the node of its
+    /// key's slot), to look behind the API.
     pub async fn connection(&self) -> Connection {
         let redis = &self.stack.config.redis;
         let tls = redis.tls_certificates().unwrap();
@@ -259,12 +252,6 @@ impl TestApp {
             let audit = store.audit_tenant(&tenant).await.unwrap();
             assert!(audit.violations.is_empty(), "{tenant}: {:?}", audit.violations);
         }
-    }
-
-    /// A direct connection to the stack's Redis, to look behind the API (on a cluster, each command goes to the
-    /// node of its key's slot).
-    pub async fn redis(&self) -> Connection {
-        self.connection().await
     }
 
     /// Creates a tenant through the admin API; returns (tenant id, api key).
