@@ -35,19 +35,34 @@ impl RedisServer {
 
     /// Like [`RedisServer::start`] with extra `--name value` arguments.
     pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_on(extra, None)
+    }
+
+    /// A server that also listens for TLS on a port of its own ([`RedisServer::tls_url`]), with `certs`' server
+    /// certificate, and asks TLS clients for a certificate signed by `certs`' CA (Redis's default).
+    pub fn start_tls(certs: &TestCerts) -> anyhow::Result<Self> {
+        Self::start_on(&[], Some(certs))
+    }
+
+    fn start_on(extra: &[&str], tls: Option<&TestCerts>) -> anyhow::Result<Self> {
         let mut last_error = None;
         // A port picked free can be taken before redis binds it; try a few.
         for _ in 0..5 {
             let port = free_port()?;
+            let tls_port = tls.map(|_| free_port()).transpose()?;
             let dir = std::env::temp_dir().join(format!("gantry-redis-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).context("creating the redis directory")?;
-            let args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+            let mut args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+            if let (Some(certs), Some(tls_port)) = (tls, tls_port) {
+                args.extend(certs.redis_server_args());
+                args.extend(["--tls-port".to_owned(), tls_port.to_string()]);
+            }
             let mut server = Self {
                 child: spawn(port, &dir, &args)?,
                 port,
                 dir,
                 args,
-                tls_port: None,
+                tls_port,
             };
             match server.wait_ready(Duration::from_secs(10)) {
                 Ok(()) => return Ok(server),
@@ -56,26 +71,6 @@ impl RedisServer {
             let _ = server.child.kill();
         }
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
-    }
-
-    /// A server that also listens for TLS on a port of its own ([`RedisServer::tls_url`]), with `certs`' server
-    /// certificate, and asks TLS clients for a certificate signed by `certs`' CA (Redis's default).
-    pub fn start_tls(certs: &TestCerts) -> anyhow::Result<Self> {
-        let mut last_error = None;
-        for _ in 0..5 {
-            let tls_port = free_port()?;
-            let mut args = certs.redis_server_args();
-            args.extend(["--tls-port".to_owned(), tls_port.to_string()]);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            match Self::start_with(&args) {
-                Ok(mut server) => {
-                    server.tls_port = Some(tls_port);
-                    return Ok(server);
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start with TLS")))
     }
 
     /// A server that persists every write (`appendonly yes`, `appendfsync always`), for crash tests.
