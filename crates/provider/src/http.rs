@@ -60,17 +60,23 @@ fn proxied(proxies: &hyper_util::client::proxy::matcher::Matcher, base: &http::U
     proxies.intercept(base).is_some()
 }
 
+/// The certificate authorities a provider's https:// certificate must chain to: Mozilla's (as with reqwest's
+/// `rustls-tls`).
+fn mozilla_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
 /// The pooled client for direct calls: plain http:// (HTTP/2 from the first byte with `h2c`, else HTTP/1.1) and
-/// https:// with Mozilla's roots, HTTP/2 when the server offers it in ALPN.
-fn direct_client(h2c: bool) -> std::result::Result<DirectClient, String> {
+/// https:// trusting `roots`, HTTP/2 when the server offers it in ALPN.
+fn direct_client(h2c: bool, roots: rustls::RootCertStore) -> std::result::Result<DirectClient, String> {
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|error| format!("tls: {error}"))?
-    .with_root_certificates(rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    })
+    .with_root_certificates(roots)
     .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -106,17 +112,27 @@ impl HttpApi {
         h2c: bool,
     ) -> Result<Self> {
         let proxies = hyper_util::client::proxy::matcher::Matcher::from_system();
-        Self::with_proxies(provider, base_url, api_key, timeout, h2c, &proxies)
+        Self::with_network(
+            provider,
+            base_url,
+            api_key,
+            timeout,
+            h2c,
+            &proxies,
+            mozilla_roots(),
+        )
     }
 
-    /// [`Self::new`] with the proxy settings given rather than read from the environment.
-    fn with_proxies(
+    /// [`Self::new`] with the proxy settings and the trusted roots given rather than the environment's and
+    /// Mozilla's.
+    fn with_network(
         provider: &'static str,
         base_url: &str,
         api_key: SecretString,
         timeout: Duration,
         h2c: bool,
         proxies: &hyper_util::client::proxy::matcher::Matcher,
+        roots: rustls::RootCertStore,
     ) -> Result<Self> {
         let invalid = |message: String| ProviderError::Rejected {
             status: 0,
@@ -146,7 +162,7 @@ impl HttpApi {
             )
         } else {
             Route::Direct(std::sync::Arc::new(
-                direct_client(h2c).map_err(|error| invalid(format!("http client: {error}")))?,
+                direct_client(h2c, roots).map_err(|error| invalid(format!("http client: {error}")))?,
             ))
         };
         let host = std::sync::Arc::from(parsed.host_str().unwrap_or_default());
@@ -570,13 +586,14 @@ mod tests {
     fn calls_go_through_a_proxy_only_where_the_environment_names_one() {
         let proxies = https_proxy();
         let route = |base: &str| {
-            HttpApi::with_proxies(
+            HttpApi::with_network(
                 "test",
                 base,
                 SecretString::from("k"),
                 Duration::from_secs(1),
                 false,
                 &proxies,
+                mozilla_roots(),
             )
             .expect("valid config")
             .route
@@ -612,13 +629,14 @@ mod tests {
             (&everything, false, "reqwest"),
             (&everything, true, "reqwest"),
         ] {
-            let api = HttpApi::with_proxies(
+            let api = HttpApi::with_network(
                 "test",
                 &sim.base_url(),
                 SecretString::from(sim.api_key()),
                 Duration::from_secs(5),
                 h2c,
                 proxies,
+                mozilla_roots(),
             )
             .expect("valid config");
             let road = match api.route {
@@ -645,13 +663,14 @@ mod tests {
             let status: serde_json::Value = serde_json::from_slice(&status).expect("json");
             assert_eq!(status["data"]["id"], id, "{via}: {status}");
             // A wrong key comes back as the provider's 401, classified, on either road.
-            let wrong = HttpApi::with_proxies(
+            let wrong = HttpApi::with_network(
                 "test",
                 &sim.base_url(),
                 SecretString::from("nope"),
                 Duration::from_secs(5),
                 h2c,
                 proxies,
+                mozilla_roots(),
             )
             .expect("valid config");
             let error = wrong
@@ -695,5 +714,107 @@ mod tests {
             "{error:?}"
         );
         assert!(!followed.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    /// An https:// server on loopback with the test CA's certificate that offers `alpn` and answers every request
+    /// with `{}`; returns its base URL and the HTTP versions it served.
+    async fn tls_server(
+        certs: &gantry_testkit::TestCerts,
+        alpn: &[&[u8]],
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<http::Version>>>) {
+        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(certs.server_cert())
+            .expect("server certificate")
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .expect("server certificate");
+        let key = PrivateKeyDer::from_pem_file(certs.server_key()).expect("server key");
+        let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!(
+            "https://localhost:{}",
+            listener.local_addr().expect("address").port()
+        );
+        let versions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = versions.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service =
+                        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                            seen.lock().expect("lock").push(request.version());
+                            async {
+                                Ok::<_, std::convert::Infallible>(http::Response::new(
+                                    http_body_util::Full::new(Bytes::from_static(b"{}")),
+                                ))
+                            }
+                        });
+                    let _ =
+                        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                            .await;
+                });
+            }
+        });
+        (base, versions)
+    }
+
+    #[tokio::test]
+    async fn https_calls_check_the_certificate_and_negotiate_http2() {
+        use rustls::pki_types::pem::PemObject;
+        let certs = gantry_testkit::TestCerts::generate().expect("test certificates");
+        let mut test_ca = rustls::RootCertStore::empty();
+        let ca = rustls::pki_types::CertificateDer::from_pem_file(certs.ca()).expect("CA certificate");
+        test_ca.add(ca).expect("CA certificate");
+        let none = hyper_util::client::proxy::matcher::Matcher::builder().build();
+        let client = |base: &str, roots: rustls::RootCertStore| {
+            HttpApi::with_network(
+                "test",
+                base,
+                SecretString::from("k"),
+                Duration::from_secs(5),
+                false,
+                &none,
+                roots,
+            )
+            .expect("valid config")
+        };
+        let call = |api: HttpApi| async move {
+            api.post("status", "/v1/draw/result", &serde_json::json!({ "id": "x" }))
+                .await
+        };
+        for (alpn, expected) in [
+            (&[&b"h2"[..], &b"http/1.1"[..]][..], http::Version::HTTP_2),
+            (&[&b"http/1.1"[..]][..], http::Version::HTTP_11),
+        ] {
+            let (base, versions) = tls_server(&certs, alpn).await;
+            let answer = call(client(&base, test_ca.clone()))
+                .await
+                .expect("an https answer");
+            assert_eq!(answer, b"{}");
+            assert_eq!(versions.lock().expect("lock").as_slice(), [expected]);
+            // Mozilla's roots do not know the test CA: the handshake fails, and nothing is sent.
+            let error = call(client(&base, mozilla_roots()))
+                .await
+                .expect_err("an unknown issuer");
+            assert!(
+                matches!(&error, ProviderError::Transient(message)
+                    if message.starts_with("connection failed") && message.contains("UnknownIssuer")),
+                "{error:?}"
+            );
+            assert_eq!(versions.lock().expect("lock").len(), 1);
+        }
     }
 }
