@@ -189,6 +189,59 @@ pub fn table(lines: &[Value]) -> String {
     out
 }
 
+/// Gantry's median tasks/s over the peer's, per shape, against the scale issue's bar (at least 2×, 6× the goal).
+pub fn verdict(lines: &[Value]) -> String {
+    let mut shapes: Vec<&str> = Vec::new();
+    for line in lines {
+        let shape = line["shape"].as_str().unwrap_or("?");
+        if !shapes.contains(&shape) {
+            shapes.push(shape);
+        }
+    }
+    let tasks_per_s = |shape: &str, system: &str| {
+        median(
+            lines
+                .iter()
+                .filter(|l| l["shape"] == shape && l["system"] == system)
+                .filter_map(|l| field(l, "tasks_per_s"))
+                .collect(),
+        )
+    };
+    let mut out = String::from("tasks/s, Gantry / peer (medians):");
+    for shape in shapes {
+        out += &match (tasks_per_s(shape, "gantry"), tasks_per_s(shape, "bullmq")) {
+            (Some(g), Some(p)) if p > 0.0 => {
+                let ratio = g / p;
+                let mark = if ratio >= 6.0 {
+                    "goal of 6x met"
+                } else if ratio >= 2.0 {
+                    "2x or more"
+                } else {
+                    "UNDER 2x"
+                };
+                format!(" {shape} {ratio:.2}× ({mark});")
+            }
+            _ => format!(" {shape} –;"),
+        };
+    }
+    out.pop();
+    out
+}
+
+/// Prints the table and the verdict of saved raw lines (a `bench-results/*.jsonl` file).
+pub fn reprint(path: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let lines = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(serde_json::from_str::<Value>)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{path} holds a line that is not JSON"))?;
+    println!("{}", table(&lines));
+    println!("{}", verdict(&lines));
+    Ok(())
+}
+
 /// Runs the interleaved comparison and prints the lines and the table.
 pub async fn run() -> anyhow::Result<()> {
     let reps: usize = knob("REPS", 3)?;
@@ -220,6 +273,7 @@ pub async fn run() -> anyhow::Result<()> {
         }
     }
     println!("\n{}", table(&lines));
+    println!("{}", verdict(&lines));
     println!("raw lines: {}", path.display());
     let failed = lines.iter().filter(|l| l["ok"] != true).count();
     if failed > 0 {

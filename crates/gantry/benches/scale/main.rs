@@ -63,7 +63,8 @@
 //! # Commands and knobs
 //!
 //! `just bench` (both shapes), `just bench-compare` (Gantry and the peer, interleaved, 3 runs each, medians),
-//! `just soak` (200,000 tasks at a steady rate, memory must come back). Environment: `SHAPES` (`2000x10,200x100`),
+//! `just soak` (200,000 tasks at a steady rate, memory must come back), and `cargo bench -q -p gantry --bench scale
+//! -- table <file>` (the compare table and the Gantry / peer verdict of saved raw lines). Environment: `SHAPES` (`2000x10,200x100`),
 //! or `B` and `K` for one shape; `INFLIGHT` (32); `REPS` (1; 3 for compare); `RETENTION_SECS` (2; 0 = leave the
 //! product default); `TIMEOUT_S` (600); `BENCH_BIN` (another `gantry` binary for the services, to compare two
 //! builds on one harness); `BENCH_RUST_LOG` (`warn`) for the services, whose logs go to
@@ -127,13 +128,21 @@ fn run_options() -> anyhow::Result<Vec<RunOptions>> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     // `cargo bench` appends `--bench`; the first other argument is the mode.
-    let mode = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let work = async {
-        match mode.as_deref() {
+        match args.first().map(String::as_str) {
             None | Some("run") => run_all().await,
             Some("compare") => compare::run().await,
             Some("soak") => soak::run().await,
-            Some(other) => Err(anyhow::anyhow!("unknown mode {other}: run, compare or soak")),
+            Some("table") => match args.get(1) {
+                Some(path) => compare::reprint(path),
+                None => Err(anyhow::anyhow!(
+                    "table needs a file of raw lines (bench-results/*.jsonl)"
+                )),
+            },
+            Some(other) => Err(anyhow::anyhow!(
+                "unknown mode {other}: run, compare, soak or table <file>"
+            )),
         }
     };
     // On Ctrl+C or SIGTERM the work is dropped, and with it the running stack: its processes and Redis stop.
