@@ -189,7 +189,7 @@ pub fn table(lines: &[Value]) -> String {
     out
 }
 
-/// Gantry's median tasks/s over the peer's, per shape, against the scale issue's bar (at least 2×, 6× the goal).
+/// Gantry's median tasks/s over the peer's, per shape, against the targets: at least 2×, 6× the goal.
 pub fn verdict(lines: &[Value]) -> String {
     let mut shapes: Vec<&str> = Vec::new();
     for line in lines {
