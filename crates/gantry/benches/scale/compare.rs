@@ -141,15 +141,20 @@ fn show(x: Option<f64>) -> String {
     }
 }
 
-/// The markdown table of medians per shape and system, and the ratio Gantry / peer.
-pub fn table(lines: &[Value]) -> String {
-    let mut shapes: Vec<String> = Vec::new();
+/// The shapes of `lines`, in the order they first appear.
+fn shapes(lines: &[Value]) -> Vec<&str> {
+    let mut shapes: Vec<&str> = Vec::new();
     for line in lines {
-        let shape = line["shape"].as_str().unwrap_or("?").to_owned();
+        let shape = line["shape"].as_str().unwrap_or("?");
         if !shapes.contains(&shape) {
             shapes.push(shape);
         }
     }
+    shapes
+}
+
+/// The markdown table of medians per shape and system, and the ratio Gantry / peer.
+pub fn table(lines: &[Value]) -> String {
     let mut out = String::from("| shape | system | runs ok |");
     for figure in &FIGURES {
         out += &format!(" {} |", figure.title);
@@ -157,12 +162,12 @@ pub fn table(lines: &[Value]) -> String {
     out += "\n|---|---|---|";
     out += &"---|".repeat(FIGURES.len());
     out += "\n";
-    for shape in &shapes {
+    for shape in shapes(lines) {
         let mut medians = Vec::new();
         for system in ["gantry", "bullmq"] {
             let runs: Vec<&Value> = lines
                 .iter()
-                .filter(|l| l["shape"] == shape.as_str() && l["system"] == system)
+                .filter(|l| l["shape"] == shape && l["system"] == system)
                 .collect();
             let ok = runs.iter().filter(|r| r["ok"] == true).count();
             let row: Vec<Option<f64>> = FIGURES
@@ -191,13 +196,6 @@ pub fn table(lines: &[Value]) -> String {
 
 /// Gantry's median tasks/s over the peer's, per shape, against the targets: at least 2×, 6× the goal.
 pub fn verdict(lines: &[Value]) -> String {
-    let mut shapes: Vec<&str> = Vec::new();
-    for line in lines {
-        let shape = line["shape"].as_str().unwrap_or("?");
-        if !shapes.contains(&shape) {
-            shapes.push(shape);
-        }
-    }
     let tasks_per_s = |shape: &str, system: &str| {
         median(
             lines
@@ -208,7 +206,7 @@ pub fn verdict(lines: &[Value]) -> String {
         )
     };
     let mut out = String::from("tasks/s, Gantry / peer (medians):");
-    for shape in shapes {
+    for shape in shapes(lines) {
         out += &match (tasks_per_s(shape, "gantry"), tasks_per_s(shape, "bullmq")) {
             (Some(g), Some(p)) if p > 0.0 => {
                 let ratio = g / p;
